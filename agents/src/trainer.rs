@@ -1,0 +1,140 @@
+//! The contract between agents and the experiment runner (crate `bellman-experiments`).
+//!
+//! The runner drives training in chunks: `train(until)` runs env steps and reports every finished episode and
+//! periodic learner metrics to a [`Reporter`]; between chunks the runner evaluates (`evaluate`), writes
+//! checkpoints (`checkpoint`) and logs. Agents never touch the file system or print: the runner does.
+//!
+//! ```
+//! use bellman_agents::trainer::{EvalResult};
+//! let e = EvalResult { returns: vec![1.0, 3.0], lengths: vec![1, 3] };
+//! assert_eq!(e.mean(), 2.0);
+//! assert_eq!(e.std(), 1.0);
+//! ```
+use crate::error::Result;
+
+/// One finished training episode.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct EpisodeRecord {
+    /// Total env steps (all envs, all actors) when the episode finished.
+    pub step: u64,
+    /// Index of the episode (0-based, counting all envs and actors).
+    pub episode: u64,
+    /// Undiscounted return.
+    pub ret: f64,
+    /// Length in steps.
+    pub len: u64,
+    /// Seconds since training started.
+    pub wall_time: f64,
+    /// Which actor (or sub-env) played it; 0 for single-actor runs.
+    pub actor: usize,
+}
+
+/// Periodic learner metrics (one row of `metrics.csv`; evaluation columns are filled by the runner).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TrainMetrics {
+    /// Total env steps.
+    pub step: u64,
+    /// Mean loss since the last report.
+    pub loss: Option<f64>,
+    /// Mean Q-value of the taken actions in the sampled batches since the last report.
+    pub mean_q: Option<f64>,
+    /// Current exploration epsilon.
+    pub epsilon: Option<f64>,
+    /// Env steps per second since the last report.
+    pub steps_per_sec: Option<f64>,
+    /// Further named figures (e.g. Ape-X counters, policy lag), in a stable order.
+    pub extra: Vec<(String, f64)>,
+}
+
+/// Receives what an agent reports while training.
+pub trait Reporter {
+    /// A training episode finished.
+    fn episode(&mut self, e: &EpisodeRecord);
+    /// Periodic metrics.
+    fn metrics(&mut self, m: &TrainMetrics);
+    /// Total env steps so far (for progress bars); called often, keep it cheap.
+    fn progress(&mut self, _step: u64) {}
+    /// True when the user asked to stop (Ctrl-C): `train` returns early at the next safe point.
+    fn stop_requested(&self) -> bool {
+        false
+    }
+}
+
+/// A reporter that drops everything (for tests and benchmarks).
+#[derive(Debug, Default, Clone)]
+pub struct NullReporter;
+
+impl Reporter for NullReporter {
+    fn episode(&mut self, _e: &EpisodeRecord) {}
+    fn metrics(&mut self, _m: &TrainMetrics) {}
+}
+
+/// A reporter that keeps everything in memory.
+#[derive(Debug, Default, Clone)]
+pub struct VecReporter {
+    /// Every episode reported.
+    pub episodes: Vec<EpisodeRecord>,
+    /// Every metrics row reported.
+    pub metrics: Vec<TrainMetrics>,
+}
+
+impl Reporter for VecReporter {
+    fn episode(&mut self, e: &EpisodeRecord) {
+        self.episodes.push(*e);
+    }
+    fn metrics(&mut self, m: &TrainMetrics) {
+        self.metrics.push(m.clone());
+    }
+}
+
+/// Returns of greedy evaluation episodes.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EvalResult {
+    /// Undiscounted return of each episode.
+    pub returns: Vec<f64>,
+    /// Length of each episode.
+    pub lengths: Vec<u64>,
+}
+
+impl EvalResult {
+    /// Mean return (0 when empty).
+    pub fn mean(&self) -> f64 {
+        if self.returns.is_empty() { 0.0 } else { self.returns.iter().sum::<f64>() / self.returns.len() as f64 }
+    }
+    /// Population standard deviation of the returns (as SB3's `evaluate_policy` reports, numpy's default).
+    pub fn std(&self) -> f64 {
+        if self.returns.is_empty() {
+            return 0.0;
+        }
+        let m = self.mean();
+        (self.returns.iter().map(|r| (r - m) * (r - m)).sum::<f64>() / self.returns.len() as f64).sqrt()
+    }
+}
+
+/// What a checkpoint holds. The runner writes `weights` as `<name>.safetensors` and `meta` as `<name>.json`,
+/// atomically, and hands the same bytes back to [`Trainer::restore`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// The policy's parameters as a safetensors file (for DQN: PyTorch-compatible tensor names).
+    pub weights: Vec<u8>,
+    /// Everything else needed to resume training exactly (target network, optimizer moments), as safetensors;
+    /// `None` when the weights are the whole state.
+    pub train_state: Option<Vec<u8>>,
+    /// Counters, schedules, rng state and the like, as JSON.
+    pub meta: serde_json::Value,
+}
+
+/// An agent the runner can train, evaluate and checkpoint.
+pub trait Trainer: Send {
+    /// Env steps taken so far (all envs, all actors).
+    fn steps_done(&self) -> u64;
+    /// Trains until `steps_done() >= until` or `reporter.stop_requested()`.
+    fn train(&mut self, until: u64, reporter: &mut dyn Reporter) -> Result<()>;
+    /// Runs `episodes` greedy episodes on a separate env instance seeded `seed, seed + 1, ...`.
+    fn evaluate(&mut self, episodes: usize, seed: u64) -> Result<EvalResult>;
+    /// The current state as a checkpoint.
+    fn checkpoint(&self) -> Result<Checkpoint>;
+    /// Restores a state written by [`Trainer::checkpoint`] (weights only, or everything when `train_state` is
+    /// present). Corrupt or mismatched data is an error, never a panic.
+    fn restore(&mut self, ckpt: &Checkpoint) -> Result<()>;
+}
