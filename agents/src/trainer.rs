@@ -138,3 +138,23 @@ pub trait Trainer: Send {
     /// present). Corrupt or mismatched data is an error, never a panic.
     fn restore(&mut self, ckpt: &Checkpoint) -> Result<()>;
 }
+
+/// Which env an agent trains on: a registry id and its options (`key=value`, as `bellman_envs::Options`).
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct EnvSetup {
+    /// Registry id, e.g. `CartPole-v1`.
+    pub id: String,
+    /// Options as `key=value` strings.
+    pub options: Vec<String>,
+}
+
+impl EnvSetup {
+    /// An env with default options.
+    pub fn new(id: impl Into<String>) -> Self {
+        EnvSetup { id: id.into(), options: Vec::new() }
+    }
+    /// Parses the options.
+    pub fn parsed_options(&self) -> Result<bellman_envs::Options> {
+        Ok(bellman_envs::Options::parse(&self.options)?)
+    }
+}
