@@ -147,6 +147,7 @@ pub trait FromAction: Sized {
 }
 
 impl FromAction for usize {
+    #[inline]
     fn from_action(a: ActionValue<'_>) -> Result<Self> {
         match a {
             ActionValue::Discrete(i) => Ok(i),
@@ -254,6 +255,7 @@ impl DynEnv for Box<dyn DynEnv> {
 }
 
 /// Checks a discrete action against `n`, with Gymnasium-style error text.
+#[inline]
 pub fn check_discrete(action: usize, space: &Space) -> Result<()> {
     if space.contains_discrete(action) {
         Ok(())
