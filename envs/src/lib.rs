@@ -22,6 +22,8 @@
 //! }
 //! assert!(ret > 0.0);
 //! ```
+#[cfg(feature = "atari")]
+pub mod atari;
 pub mod classic_control;
 pub mod env;
 pub mod error;
@@ -41,3 +43,4 @@ pub use mdp::{Mdp, Outcome, TransitionTable};
 pub use options::Options;
 pub use registry::{EnvSpec, TabularEnv, make, make_tabular, make_with};
 pub use space::{BoxSpace, Dtype, Space};
+pub use vector::{AutoresetMode, SyncVectorEnv, VecStep, make_vec};

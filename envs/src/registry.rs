@@ -80,6 +80,8 @@ pub fn specs() -> &'static [EnvSpec] {
         let mut v = crate::classic_control::specs();
         v.extend(crate::toy_text::specs());
         v.extend(crate::gridworld::specs());
+        #[cfg(feature = "atari")]
+        v.extend(crate::atari::specs());
         v
     })
 }

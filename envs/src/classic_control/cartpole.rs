@@ -158,8 +158,8 @@ impl Env for CartPole {
         // Gymnasium writes `x**2`; `x * x` (IEEE exact rounding) replays every fixture step bit-exactly too and
         // avoids two libm `pow` calls per step (measured 3x faster).
         let temp = (force + POLEMASS_LENGTH * (theta_dot * theta_dot) * sintheta) / TOTAL_MASS;
-        let thetaacc =
-            (GRAVITY * sintheta - costheta * temp) / (LENGTH * (4.0 / 3.0 - MASSPOLE * (costheta * costheta) / TOTAL_MASS));
+        let thetaacc = (GRAVITY * sintheta - costheta * temp)
+            / (LENGTH * (4.0 / 3.0 - MASSPOLE * (costheta * costheta) / TOTAL_MASS));
         let xacc = temp - POLEMASS_LENGTH * thetaacc * costheta / TOTAL_MASS;
         // kinematics_integrator == "euler": right-hand sides use the old values.
         let x = x + TAU * x_dot;
