@@ -66,7 +66,7 @@ fn expected_sarsa_and_sarsa_with_decaying_epsilon_find_the_optimal_path() {
         assert_eq!(run.lengths[799], 3, "{algorithm:?}");
         assert!((run.returns[799] - 0.8).abs() < 1e-12);
         // On that path the learned Q equals Q* (greedy targets once epsilon is 0).
-        let a0 = run.learner.greedy_action(0);
+        let a0 = run.learner.greedy_action(0).unwrap();
         assert!((run.learner.q()[a0] - vi.values[0]).abs() < 1e-9, "{algorithm:?}: {}", run.learner.q()[a0]);
     }
 }
@@ -139,7 +139,7 @@ fn bad_config_and_spaces_are_clear_errors() {
         let e = cfg.validate().unwrap_err().to_string();
         assert!(e.contains(needle), "{e}");
     }
-    let boxed = Space::Box(bellman_envs::BoxSpace::new(vec![0.0; 2], vec![1.0; 2]));
+    let boxed = Space::Box(bellman_envs::BoxSpace::new(vec![0.0; 2], vec![1.0; 2]).unwrap());
     let e = discrete_sizes(&boxed, &Space::Discrete(2)).unwrap_err().to_string();
     assert!(e.contains("discrete observation space"), "{e}");
     let e = TabularTrainer::new(&TabularConfig::default(), &EnvSetup::new("CartPole-v1"), 0).unwrap_err().to_string();
@@ -223,4 +223,39 @@ fn restore_rejects_bad_checkpoints() {
     let e = t.restore(&Checkpoint { weights: f32_weights, ..good.clone() }).unwrap_err().to_string();
     assert!(e.contains("F32") && e.contains("F64"), "{e}");
     t.restore(&good).unwrap();
+}
+
+/// A user model that forgets the outcomes of one action: stepping it is an error naming the pair, not a panic.
+struct Holey;
+
+impl bellman_envs::Mdp for Holey {
+    fn num_states(&self) -> usize {
+        2
+    }
+    fn num_actions(&self) -> usize {
+        2
+    }
+    fn outcomes(&self, _s: usize, a: usize) -> &[Outcome] {
+        const STAY: [Outcome; 1] = [Outcome { prob: 1.0, next_state: 1, reward: 1.0, terminal: false }];
+        if a == 0 { &STAY } else { &[] }
+    }
+    fn initial_distribution(&self) -> &[f64] {
+        &[1.0, 0.0]
+    }
+}
+
+#[test]
+fn bad_models_are_errors_not_panics() {
+    let mut env = MdpEnv::new(Holey);
+    env.reset(Some(0)).unwrap();
+    assert_eq!(env.step(0).unwrap().obs, 1);
+    let e = env.step(1).unwrap_err().to_string();
+    assert!(e.contains("no outcome for state 1, action 1"), "{e}");
+    let mut t = TransitionTable::builder(2, 1);
+    for _ in 0..2 {
+        t.push(Outcome { prob: 1.0, next_state: 0, reward: 0.0, terminal: false });
+        t.end_action();
+    }
+    let e = TableMdp::new(t.build().unwrap(), vec![0.5, 0.6]).unwrap_err().to_string();
+    assert!(e.contains("sums to 1.1"), "{e}");
 }

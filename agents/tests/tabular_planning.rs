@@ -285,6 +285,12 @@ fn bad_input_is_a_clear_error() {
     b.push(1.0, 0, 0.0, false).unwrap();
     b.end_action().unwrap();
     assert!(b.build().unwrap_err().to_string().contains("1 closed (s, a) rows, expected 2"));
+    // Out-of-range lookups are empty, not panics.
+    let sol = value_iteration(&m, &opts(0.9, 1e-6)).unwrap();
+    assert_eq!(sol.q_row(15).len(), 4);
+    assert!(sol.q_row(16).is_empty());
+    assert!(greedy_policy(&[1.0, 2.0], 0, 0.0).is_empty());
+    assert!(example_4_1().outcomes(16, 0).is_empty() && example_4_1().outcomes(0, 4).is_empty());
 }
 
 #[test]

@@ -208,9 +208,11 @@ pub trait DynEnv: Send {
     fn observation_space(&self) -> &Space;
     /// See [`Env::action_space`].
     fn action_space(&self) -> &Space;
-    /// Resets and writes the first observation into `obs`.
+    /// Resets and writes the first observation into `obs`, which must have the observation space's `flat_dim`
+    /// elements (else an [`EnvError::BadSpace`], and the env is left untouched).
     fn reset_into(&mut self, seed: Option<u64>, obs: &mut [f32]) -> Result<Info>;
-    /// Steps and writes the next observation into `obs`.
+    /// Steps and writes the next observation into `obs` (`flat_dim` elements, as for
+    /// [`reset_into`](Self::reset_into)).
     fn step_into(&mut self, action: ActionValue<'_>, obs: &mut [f32]) -> Result<StepOutcome>;
 }
 
@@ -227,15 +229,31 @@ where
         Env::action_space(self)
     }
     fn reset_into(&mut self, seed: Option<u64>, obs: &mut [f32]) -> Result<Info> {
+        check_obs_buffer(Env::observation_space(self), obs)?;
         let (o, info) = self.reset(seed)?;
         o.write_f32(obs);
         Ok(info)
     }
     fn step_into(&mut self, action: ActionValue<'_>, obs: &mut [f32]) -> Result<StepOutcome> {
+        check_obs_buffer(Env::observation_space(self), obs)?;
         let a = E::Action::from_action(action)?;
         let s = self.step(a)?;
         s.obs.write_f32(obs);
         Ok(StepOutcome { reward: s.reward, terminated: s.terminated, truncated: s.truncated, info: s.info })
+    }
+}
+
+/// Checks that a caller's observation buffer has the space's `flat_dim` elements (before the env is touched).
+#[inline]
+fn check_obs_buffer(space: &Space, obs: &[f32]) -> Result<()> {
+    if obs.len() == space.flat_dim() {
+        Ok(())
+    } else {
+        Err(EnvError::BadSpace(format!(
+            "the observation buffer has {} elements; observation space {space} needs flat_dim = {}",
+            obs.len(),
+            space.flat_dim()
+        )))
     }
 }
 
@@ -269,9 +287,24 @@ pub fn check_discrete(action: usize, space: &Space) -> Result<()> {
 }
 
 /// Checks a continuous action: NaN (or wrong length) is an error; finite values outside the bounds are clipped
-/// into `out`, as Gymnasium's continuous envs clip.
+/// into the returned array, as Gymnasium's continuous envs clip.
+///
+/// ```
+/// use bellman_envs::{Space, space::BoxSpace, env::clip_continuous};
+/// let space = Space::Box(BoxSpace::new(vec![-2.0], vec![2.0]).unwrap());
+/// assert_eq!(clip_continuous([3.5], &space).unwrap(), [2.0]);
+/// assert!(clip_continuous([f32::NAN], &space).is_err());
+/// assert!(clip_continuous([0.0, 0.0], &space).is_err());
+/// ```
 pub fn clip_continuous<const N: usize>(action: [f32; N], space: &Space) -> Result<[f32; N]> {
     let b = space.as_box().ok_or_else(|| EnvError::Unsupported("continuous action on a discrete space".into()))?;
+    if b.low.len() != N || b.high.len() != N {
+        return Err(EnvError::InvalidAction {
+            action: format!("{action:?}"),
+            space: space.to_string(),
+            reason: format!("expected {} values, got {N}", b.low.len()),
+        });
+    }
     let mut out = action;
     for (i, v) in out.iter_mut().enumerate() {
         if v.is_nan() {

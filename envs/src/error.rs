@@ -50,6 +50,10 @@ pub enum EnvError {
     /// A map (FrozenLake, GridWorld) that cannot be built.
     #[error("malformed map: {0}")]
     BadMap(String),
+    /// A space that cannot be built (bounds of different lengths, a NaN bound, `low > high`), or a buffer whose
+    /// length does not fit a space.
+    #[error("space mismatch: {0}")]
+    BadSpace(String),
     /// The environment does not support the requested operation (e.g. no transition model).
     #[error("{0}")]
     Unsupported(String),

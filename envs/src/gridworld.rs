@@ -41,13 +41,11 @@
 //! assert_eq!(env.outcomes(6, 3)[0].next_state, 8);
 //! assert_eq!(env.outcomes(6, 3)[0].reward, 0.5);
 //! ```
-use crate::env::{Env, Info, Step};
 use crate::error::{EnvError, Result};
 use crate::mdp::{Outcome, TransitionTable};
 use crate::options::Options;
 use crate::registry::{EnvSpec, OptionDoc, boxed, boxed_tabular};
-use crate::space::Space;
-use crate::toy_text::{TabularCore, check_probability, get_probability, tabular_mdp};
+use crate::toy_text::{TabularCore, check_probability, get_probability, tabular_env, tabular_mdp};
 
 /// A teleport: any action in the cell labelled `from` moves to the cell labelled `to` with `reward`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -345,16 +343,6 @@ impl GridWorld {
         &self.config
     }
 
-    /// The current state.
-    pub fn state(&self) -> usize {
-        self.core.state
-    }
-
-    /// Puts the agent on state `s` mid-episode; errors when out of range.
-    pub fn set_state(&mut self, s: usize) -> Result<()> {
-        self.core.set_state(s)
-    }
-
     fn grid_shape_impl(&self) -> Option<(usize, usize)> {
         Some((self.nrow, self.ncol))
     }
@@ -367,30 +355,7 @@ impl GridWorld {
 
 tabular_mdp!(GridWorld);
 
-impl Env for GridWorld {
-    type Obs = usize;
-    type Action = usize;
-    fn observation_space(&self) -> &Space {
-        self.core.observation_space()
-    }
-    fn action_space(&self) -> &Space {
-        self.core.action_space()
-    }
-    fn reset(&mut self, seed: Option<u64>) -> Result<(usize, Info)> {
-        let s = self.core.reset(seed);
-        Ok((s, Info { prob: Some(1.0), ..Info::default() }))
-    }
-    fn step(&mut self, action: usize) -> Result<Step<usize>> {
-        let o = self.core.step(action)?;
-        Ok(Step {
-            obs: o.next_state,
-            reward: o.reward,
-            terminated: o.terminal,
-            truncated: false,
-            info: Info { prob: Some(o.prob), ..Info::default() },
-        })
-    }
-}
+tabular_env!(GridWorld);
 
 const GRIDWORLD_OPTIONS: &[OptionDoc] = &[
     OptionDoc {

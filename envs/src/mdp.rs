@@ -34,7 +34,8 @@ pub trait Mdp {
     fn num_states(&self) -> usize;
     /// Number of actions (the same in every state).
     fn num_actions(&self) -> usize;
-    /// The outcomes of action `a` in state `s`, in Gymnasium's `P[s][a]` order. Probabilities sum to 1.
+    /// The outcomes of action `a` in state `s`, in Gymnasium's `P[s][a]` order. Probabilities sum to 1; the
+    /// built-in models return an empty slice when `s` or `a` is out of range (and so should yours: never panic).
     fn outcomes(&self, s: usize, a: usize) -> &[Outcome];
     /// The initial-state distribution (Gymnasium's `initial_state_distrib`), `num_states()` entries.
     fn initial_distribution(&self) -> &[f64];
@@ -150,33 +151,68 @@ impl TransitionTable {
     pub fn num_actions(&self) -> usize {
         self.n_actions
     }
-    /// Outcomes of `(s, a)`.
+    /// Outcomes of `(s, a)`; empty when `s >= num_states()` or `a >= num_actions()`.
     pub fn get(&self, s: usize, a: usize) -> &[Outcome] {
+        if s >= self.n_states || a >= self.n_actions {
+            return &[];
+        }
         let i = s * self.n_actions + a;
         &self.outcomes[self.offsets[i]..self.offsets[i + 1]]
     }
     /// Samples an outcome of `(s, a)` exactly as Gymnasium's `categorical_sample`: the first outcome whose
-    /// cumulative probability exceeds a uniform draw in `[0, 1)`.
-    pub fn sample<R: Rng + ?Sized>(&self, s: usize, a: usize, rng: &mut R) -> &Outcome {
+    /// cumulative probability exceeds a uniform draw in `[0, 1)`. `None` when `(s, a)` is out of range.
+    pub fn sample<R: Rng + ?Sized>(&self, s: usize, a: usize, rng: &mut R) -> Option<&Outcome> {
         sample_outcome(self.get(s, a), rng)
     }
 }
 
-/// Gymnasium's `categorical_sample` over a list of outcomes.
-pub fn sample_outcome<'a, R: Rng + ?Sized>(outcomes: &'a [Outcome], rng: &mut R) -> &'a Outcome {
+/// Checks an initial-state distribution: `n_states` finite, non-negative entries summing to 1 within 1e-9.
+///
+/// ```
+/// use bellman_envs::mdp::check_initial_distribution;
+/// assert!(check_initial_distribution(&[0.25, 0.75], 2).is_ok());
+/// assert!(check_initial_distribution(&[0.5, 0.4], 2).is_err());
+/// assert!(check_initial_distribution(&[1.0], 2).is_err());
+/// assert!(check_initial_distribution(&[1.5, -0.5], 2).is_err());
+/// ```
+pub fn check_initial_distribution(isd: &[f64], n_states: usize) -> Result<()> {
+    if isd.len() != n_states {
+        return Err(EnvError::BadMap(format!("initial distribution has {} entries, expected {n_states}", isd.len())));
+    }
+    if let Some((s, p)) = isd.iter().enumerate().find(|(_, p)| !p.is_finite() || **p < 0.0) {
+        return Err(EnvError::BadMap(format!("initial probability of state {s} is {p}, expected a value in [0, 1]")));
+    }
+    let total: f64 = isd.iter().sum();
+    if (total - 1.0).abs() > 1e-9 {
+        return Err(EnvError::BadMap(format!("initial distribution sums to {total}, expected 1 (within 1e-9)")));
+    }
+    Ok(())
+}
+
+/// Gymnasium's `categorical_sample` over a list of outcomes; `None` for an empty list.
+///
+/// ```
+/// use bellman_envs::mdp::{Outcome, sample_outcome};
+/// let os = [Outcome { prob: 1.0, next_state: 3, reward: 0.5, terminal: false }];
+/// let mut rng = bellman_envs::rng::seeded(0);
+/// assert_eq!(sample_outcome(&os, &mut rng).map(|o| o.next_state), Some(3));
+/// assert!(sample_outcome(&[], &mut rng).is_none());
+/// ```
+pub fn sample_outcome<'a, R: Rng + ?Sized>(outcomes: &'a [Outcome], rng: &mut R) -> Option<&'a Outcome> {
     let u: f64 = rng.random();
     let mut c = 0.0;
     for o in outcomes {
         c += o.prob;
         if c > u {
-            return o;
+            return Some(o);
         }
     }
     // Rounding left the cumulative sum just under u: numpy's argmax of an all-false array is 0.
-    &outcomes[0]
+    outcomes.first()
 }
 
-/// Samples an index from a probability vector as Gymnasium's `categorical_sample`.
+/// Samples an index from a probability vector as Gymnasium's `categorical_sample` (0 for an empty or all-zero
+/// vector, as numpy's `argmax` of an all-false array).
 pub fn sample_categorical<R: Rng + ?Sized>(probs: &[f64], rng: &mut R) -> usize {
     let u: f64 = rng.random();
     let mut c = 0.0;

@@ -3,6 +3,8 @@ use std::fmt;
 
 use rand::Rng;
 
+use crate::error::{EnvError, Result};
+
 /// Element type of a [`BoxSpace`], as Gymnasium's `dtype`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dtype {
@@ -35,17 +37,46 @@ pub struct BoxSpace {
 }
 
 impl BoxSpace {
-    /// A box with per-element bounds; `low` and `high` must have the same length.
+    /// A one-dimensional `f32` box with per-element bounds.
+    ///
+    /// Errors ([`EnvError::BadSpace`]) when `low` and `high` differ in length, or an element has a NaN bound or
+    /// `low > high` (Gymnasium's `Box` rejects the same).
     ///
     /// ```
     /// use bellman_envs::space::BoxSpace;
-    /// let b = BoxSpace::new(vec![-1.0, -2.0], vec![1.0, 2.0]);
+    /// let b = BoxSpace::new(vec![-1.0, -2.0], vec![1.0, 2.0]).unwrap();
     /// assert_eq!(b.shape, vec![2]);
+    /// assert!(BoxSpace::new(vec![0.0], vec![1.0, 2.0]).is_err());
+    /// assert!(BoxSpace::new(vec![1.0], vec![0.0]).is_err());
     /// ```
-    pub fn new(low: Vec<f32>, high: Vec<f32>) -> Self {
-        assert_eq!(low.len(), high.len(), "low and high must have the same length");
+    pub fn new(low: Vec<f32>, high: Vec<f32>) -> Result<Self> {
+        if low.len() != high.len() {
+            return Err(EnvError::BadSpace(format!(
+                "low has {} elements and high has {}; they must have the same length",
+                low.len(),
+                high.len()
+            )));
+        }
+        if let Some(i) = (0..low.len()).find(|&i| low[i].is_nan() || high[i].is_nan() || low[i] > high[i]) {
+            return Err(EnvError::BadSpace(format!(
+                "element {i} has bounds [{}, {}]: bounds must be non-NaN with low <= high",
+                low[i], high[i]
+            )));
+        }
+        let shape = vec![low.len()];
+        Ok(BoxSpace { low, high, shape, dtype: Dtype::F32 })
+    }
+
+    /// [`BoxSpace::new`] for the built-in envs' constant bounds, checked in debug builds only.
+    pub(crate) fn from_constants(low: Vec<f32>, high: Vec<f32>) -> Self {
+        debug_assert!(Self::new(low.clone(), high.clone()).is_ok(), "bad constant bounds {low:?} {high:?}");
         let shape = vec![low.len()];
         BoxSpace { low, high, shape, dtype: Dtype::F32 }
+    }
+
+    /// The box `[-high, high]` for the built-in envs' constant bounds.
+    pub(crate) fn symmetric(high: &[f32]) -> Self {
+        Self::from_constants(high.iter().map(|h| -h).collect(), high.to_vec())
     }
 
     /// A box with the same bounds for every element of `shape`.
@@ -72,7 +103,9 @@ impl BoxSpace {
             let v = match (lo.is_finite(), hi.is_finite()) {
                 (true, true) => {
                     if self.dtype == Dtype::U8 {
-                        rng.random_range(lo as i64..=hi as i64) as f32
+                        let (lo, hi) = (lo as i64, hi as i64);
+                        // An empty element (low > high, only reachable through the public fields) samples `low`.
+                        if lo <= hi { rng.random_range(lo..=hi) as f32 } else { lo as f32 }
                     } else {
                         lo + (hi - lo) * rng.random::<f32>()
                     }
@@ -157,17 +190,42 @@ impl Space {
         matches!(self, Space::Box(b) if b.contains(x))
     }
 
-    /// A uniform sample of a discrete space (`None` for a box: use [`BoxSpace::sample_into`]).
+    /// A uniform sample of a discrete space (`None` for a box, use [`BoxSpace::sample_into`], and for the empty
+    /// `Discrete(0)`).
     pub fn sample_discrete<R: Rng + ?Sized>(&self, rng: &mut R) -> Option<usize> {
-        self.n().map(|n| rng.random_range(0..n))
+        self.n().filter(|&n| n > 0).map(|n| rng.random_range(0..n))
     }
 
-    /// Samples one element into `out` (`out[0] = index` for discrete spaces).
-    pub fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f32]) {
+    /// Samples one element into `out` (`out[0] = index` for discrete spaces). Errors when `out` is not
+    /// [`flat_dim`](Self::flat_dim) long or the space is the empty `Discrete(0)`.
+    ///
+    /// ```
+    /// use bellman_envs::Space;
+    /// let mut rng = bellman_envs::rng::seeded(0);
+    /// let mut out = [0.0f32];
+    /// Space::Discrete(3).sample_into(&mut rng, &mut out).unwrap();
+    /// assert!([0.0, 1.0, 2.0].contains(&out[0]));
+    /// assert!(Space::Discrete(0).sample_into(&mut rng, &mut out).is_err());
+    /// assert!(Space::Discrete(3).sample_into(&mut rng, &mut []).is_err());
+    /// ```
+    pub fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f32]) -> Result<()> {
+        if out.len() != self.flat_dim() {
+            return Err(EnvError::BadSpace(format!(
+                "sample buffer has {} elements, the space {self} has flat_dim {}",
+                out.len(),
+                self.flat_dim()
+            )));
+        }
         match self {
-            Space::Discrete(n) => out[0] = rng.random_range(0..*n) as f32,
+            Space::Discrete(n) => {
+                let a = self.sample_discrete(rng).ok_or_else(|| {
+                    EnvError::BadSpace(format!("cannot sample the empty space Discrete({n}): n must be >= 1"))
+                })?;
+                out[0] = a as f32;
+            }
             Space::Box(b) => b.sample_into(rng, out),
         }
+        Ok(())
     }
 }
 
@@ -224,7 +282,7 @@ mod tests {
 
     #[test]
     fn box_contains_and_samples() {
-        let b = BoxSpace::new(vec![-1.0, 0.0, f32::NEG_INFINITY], vec![1.0, 2.0, f32::INFINITY]);
+        let b = BoxSpace::new(vec![-1.0, 0.0, f32::NEG_INFINITY], vec![1.0, 2.0, f32::INFINITY]).unwrap();
         let s = Space::Box(b.clone());
         assert!(s.contains_box(&[0.0, 2.0, 1e30]));
         assert!(!s.contains_box(&[0.0, 2.1, 0.0]));
@@ -237,5 +295,26 @@ mod tests {
             assert!(b.contains(&out), "{out:?}");
         }
         assert_eq!(s.to_string(), "Box([-1 0 -inf], [1 2 inf], (3,), float32)");
+    }
+
+    #[test]
+    fn bad_boxes_and_samples_are_errors_naming_the_value() {
+        let e = BoxSpace::new(vec![0.0; 2], vec![1.0; 3]).unwrap_err().to_string();
+        assert!(e.contains("low has 2 elements and high has 3"), "{e}");
+        let e = BoxSpace::new(vec![0.0, 2.0], vec![1.0, 1.5]).unwrap_err().to_string();
+        assert!(e.contains("element 1 has bounds [2, 1.5]"), "{e}");
+        assert!(BoxSpace::new(vec![f32::NAN], vec![1.0]).is_err());
+        let mut rng = crate::rng::seeded(2);
+        assert_eq!(Space::Discrete(0).sample_discrete(&mut rng), None);
+        let e = Space::Discrete(0).sample_into(&mut rng, &mut [0.0]).unwrap_err().to_string();
+        assert!(e.contains("Discrete(0)"), "{e}");
+        let e = Space::Discrete(2).sample_into(&mut rng, &mut [0.0; 2]).unwrap_err().to_string();
+        assert!(e.contains("has 2 elements") && e.contains("flat_dim 1"), "{e}");
+        // A u8 box samples integers within its bounds, both ends included.
+        let b = BoxSpace::uniform(0.0, 2.0, &[64], Dtype::U8);
+        let mut out = [0.0f32; 64];
+        b.sample_into(&mut rng, &mut out);
+        assert!(out.iter().all(|v| v.fract() == 0.0 && (0.0..=2.0).contains(v)), "{out:?}");
+        assert!(out.contains(&0.0) && out.contains(&2.0), "{out:?}");
     }
 }

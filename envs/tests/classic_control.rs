@@ -102,6 +102,43 @@ fn stepping_allocates_nothing() {
     assert_eq!(n, 0);
 }
 
+#[test]
+fn toy_text_and_vector_stepping_allocate_nothing() {
+    use bellman_envs::{AutoresetMode, make_vec};
+    // Registry envs (TimeLimit inside), including Taxi's action mask and FrozenLake's slippery sampling.
+    for (id, n_actions) in [("FrozenLake-v1", 4), ("Taxi-v4", 6), ("CliffWalking-v1", 4), ("GridWorld4x4-v0", 4)] {
+        let mut env = registry::make(id).unwrap();
+        let mut obs = [0.0f32; 1];
+        env.reset_into(Some(0), &mut obs).unwrap();
+        let n = allocations_during(|| {
+            for t in 0..3000 {
+                let out = env.step_into(ActionValue::Discrete(t % n_actions), &mut obs).unwrap();
+                if out.terminated || out.truncated {
+                    env.reset_into(None, &mut obs).unwrap();
+                }
+            }
+        });
+        assert_eq!(n, 0, "{id}: {n} allocations in 3000 steps and resets");
+    }
+    // A vector env in every autoreset mode, episodes ending often (CartPole falls within ~10 steps of a constant
+    // action; Disabled mode resets by hand).
+    for mode in [AutoresetMode::NextStep, AutoresetMode::SameStep, AutoresetMode::Disabled] {
+        let mut v = make_vec("CartPole-v1", 4, &Options::new(), mode).unwrap();
+        v.reset(Some(0)).unwrap();
+        let actions = [1usize; 4];
+        let n = allocations_during(|| {
+            for _ in 0..2000 {
+                v.step_discrete(&actions).unwrap();
+                if mode == AutoresetMode::Disabled {
+                    v.reset_done().unwrap();
+                }
+            }
+        });
+        assert_eq!(n, 0, "{mode:?}: {n} allocations in 2000 vector steps");
+        assert!(v.episode_count() > 100, "episodes must have ended: {}", v.episode_count());
+    }
+}
+
 // ---- Reset distributions. ----
 
 /// Mean of uniform samples on `[lo, hi)`: checks the range is covered and centred. With `n` samples the mean has
@@ -590,4 +627,24 @@ fn registry_entries_match_gymnasium() {
     let flags: Vec<bool> =
         (0..3).map(|t| env.step_into(ActionValue::Discrete(t % 2), &mut obs).unwrap().truncated).collect();
     assert_eq!(flags, [false, false, true]);
+}
+
+#[test]
+fn wrong_length_observation_buffers_are_errors_that_touch_nothing() {
+    let mut env = registry::make("CartPole-v1").unwrap();
+    let e = env.reset_into(Some(0), &mut [0.0; 3]).unwrap_err().to_string();
+    assert!(e.contains("has 3 elements") && e.contains("flat_dim = 4"), "{e}");
+    let mut obs = [0.0f32; 4];
+    env.reset_into(Some(0), &mut obs).unwrap();
+    let first = obs;
+    let e = env.step_into(ActionValue::Discrete(0), &mut [0.0; 5]).unwrap_err().to_string();
+    assert!(e.contains("has 5 elements"), "{e}");
+    // The rejected step did not advance the env: stepping now equals the first step of a fresh seed-0 episode.
+    let mut fresh = registry::make("CartPole-v1").unwrap();
+    let mut obs2 = [0.0f32; 4];
+    fresh.reset_into(Some(0), &mut obs2).unwrap();
+    assert_eq!(first, obs2);
+    env.step_into(ActionValue::Discrete(0), &mut obs).unwrap();
+    fresh.step_into(ActionValue::Discrete(0), &mut obs2).unwrap();
+    assert_eq!(obs, obs2);
 }

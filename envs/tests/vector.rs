@@ -39,7 +39,7 @@ impl Fake {
             seed: -1.0,
             resets: 0,
             needs_reset: true,
-            obs_space: Space::Box(BoxSpace::new(vec![-1.0; 3], vec![1e6; 3])),
+            obs_space: Space::Box(BoxSpace::new(vec![-1.0; 3], vec![1e6; 3]).unwrap()),
             act_space: Space::Discrete(3),
         }
     }
@@ -380,7 +380,7 @@ impl Env for Cont {
 
 #[test]
 fn continuous_action_batches() {
-    let space = Space::Box(BoxSpace::new(vec![-1.0; 2], vec![1.0; 2]));
+    let space = Space::Box(BoxSpace::new(vec![-1.0; 2], vec![1.0; 2]).unwrap());
     let make = |_| Cont { obs_space: space.clone(), act_space: space.clone() };
     let mut v = SyncVectorEnv::from_fn(2, make, AutoresetMode::NextStep).unwrap();
     assert_eq!(v.action_dim(), 2);

@@ -279,9 +279,8 @@ impl<S: Storage> PrioritizedReplayBuffer<S> {
             for x in [self.alpha, self.eps, self.max_priority] {
                 w.write_all(&x.to_le_bytes())?;
             }
-            let leaves: Vec<f64> = (0..cap).map(|i| self.sum.get(i)).collect();
-            for x in leaves {
-                w.write_all(&x.to_le_bytes())?;
+            for i in 0..cap {
+                w.write_all(&self.sum.get(i).to_le_bytes())?;
             }
             Ok(())
         })

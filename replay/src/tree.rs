@@ -20,6 +20,37 @@ fn level_lens(capacity: usize) -> Vec<usize> {
     lens
 }
 
+/// Sum of a group of nodes (a fresh left-to-right sum, see the module docs).
+fn group_sum(v: &[f64]) -> f64 {
+    v.iter().sum()
+}
+
+/// Minimum of a group of nodes (`+inf` for an empty group).
+fn group_min(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+/// Sets leaves `idx[k]` to `vals[k]` (later duplicates win), recomputes their ancestors level by level with
+/// `combine` (so the memory loads of different leaves overlap), and returns `combine` of the top level: the one
+/// update of [`SumTree`] and [`MinTree`]. The caller checks every `idx[k] < capacity`.
+#[inline]
+fn set_leaves<F: Fn(&[f64]) -> f64>(levels: &mut [Vec<f64>], idx: &[usize], vals: &[f64], combine: F) -> f64 {
+    for (&i, &v) in idx.iter().zip(vals) {
+        levels[0][i] = v;
+    }
+    let mut div = 1;
+    for h in 1..levels.len() {
+        div *= B;
+        let (lo, hi) = levels.split_at_mut(h);
+        let (child, parent) = (&lo[h - 1], &mut hi[0]);
+        for &i in idx {
+            let g = i / div;
+            parent[g] = combine(&child[g * B..g * B + B]);
+        }
+    }
+    levels.last().map_or(combine(&[]), |top| combine(top))
+}
+
 /// A sum tree: set leaf values, read the total, find the leaf where a running prefix sum crosses a value.
 ///
 /// ```
@@ -46,37 +77,14 @@ impl SumTree {
     pub fn memory_bytes(&self) -> usize {
         self.levels.iter().map(|l| l.capacity() * 8).sum()
     }
-    fn fix_up(&mut self, mut i: usize, from: usize) {
-        for h in from..self.levels.len() {
-            let g = i / B;
-            let s: f64 = self.levels[h - 1][g * B..g * B + B].iter().sum();
-            self.levels[h][g] = s;
-            i = g;
-        }
-        self.total = self.levels.last().expect("non-empty").iter().sum();
-    }
     /// Sets leaf `i` (the caller checks `i < capacity` and that `value` is finite and `>= 0`).
     pub fn set(&mut self, i: usize, value: f64) {
-        self.levels[0][i] = value;
-        self.fix_up(i, 1);
+        self.total = set_leaves(&mut self.levels, &[i], &[value], group_sum);
     }
     /// Sets leaves `idx[k]` to `vals[k]` (later duplicates win), then recomputes their ancestors level by level,
     /// so the memory loads of different leaves overlap.
     pub fn set_many(&mut self, idx: &[usize], vals: &[f64]) {
-        for (&i, &v) in idx.iter().zip(vals) {
-            self.levels[0][i] = v;
-        }
-        let mut div = 1;
-        for h in 1..self.levels.len() {
-            div *= B;
-            let (lo, hi) = self.levels.split_at_mut(h);
-            let (child, parent) = (&lo[h - 1], &mut hi[0]);
-            for &i in idx {
-                let g = i / div;
-                parent[g] = child[g * B..g * B + B].iter().sum();
-            }
-        }
-        self.total = self.levels.last().expect("non-empty").iter().sum();
+        self.total = set_leaves(&mut self.levels, idx, vals, group_sum);
     }
     /// Leaf `i`.
     pub fn get(&self, i: usize) -> f64 {
@@ -169,36 +177,13 @@ impl MinTree {
     pub fn memory_bytes(&self) -> usize {
         self.levels.iter().map(|l| l.capacity() * 8).sum()
     }
-    fn group_min(v: &[f64]) -> f64 {
-        v.iter().copied().fold(f64::INFINITY, f64::min)
-    }
     /// Sets leaf `i`.
     pub fn set(&mut self, i: usize, value: f64) {
-        self.levels[0][i] = value;
-        let mut i = i;
-        for h in 1..self.levels.len() {
-            let g = i / B;
-            self.levels[h][g] = Self::group_min(&self.levels[h - 1][g * B..g * B + B]);
-            i = g;
-        }
-        self.min = Self::group_min(self.levels.last().expect("non-empty"));
+        self.min = set_leaves(&mut self.levels, &[i], &[value], group_min);
     }
     /// Sets leaves `idx[k]` to `vals[k]`, then recomputes their ancestors level by level.
     pub fn set_many(&mut self, idx: &[usize], vals: &[f64]) {
-        for (&i, &v) in idx.iter().zip(vals) {
-            self.levels[0][i] = v;
-        }
-        let mut div = 1;
-        for h in 1..self.levels.len() {
-            div *= B;
-            let (lo, hi) = self.levels.split_at_mut(h);
-            let (child, parent) = (&lo[h - 1], &mut hi[0]);
-            for &i in idx {
-                let g = i / div;
-                parent[g] = Self::group_min(&child[g * B..g * B + B]);
-            }
-        }
-        self.min = Self::group_min(self.levels.last().expect("non-empty"));
+        self.min = set_leaves(&mut self.levels, idx, vals, group_min);
     }
     /// The smallest leaf.
     pub fn min(&self) -> f64 {

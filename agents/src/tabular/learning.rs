@@ -24,7 +24,8 @@
 //! let mut env = MdpEnv::new(TableMdp::new(t.build().unwrap(), vec![1.0, 0.0, 0.0]).unwrap());
 //! let cfg = TabularConfig { algorithm: TdAlgorithm::QLearning, alpha: 0.5, epsilon: 0.1, gamma: 0.9, ..Default::default() };
 //! let run = run_episodes(&cfg, &mut env, 200, 7).unwrap();
-//! assert_eq!(run.learner.greedy_action(0), 1);
+//! assert_eq!(run.learner.greedy_action(0), Some(1));
+//! assert_eq!(run.learner.greedy_action(3), None);
 //! assert_eq!(run.returns.len(), 200);
 //! ```
 use bellman_envs::mdp::{sample_categorical, sample_outcome};
@@ -221,21 +222,16 @@ impl TdLearner {
         self.cur.is_some()
     }
 
-    /// The greedy action of `s`: the smallest index among the maximal `Q` values (deterministic, for evaluation).
-    pub fn greedy_action(&self, s: usize) -> usize {
-        let row = &self.q[s * self.n_actions..(s + 1) * self.n_actions];
-        let mut best = 0;
-        for a in 1..row.len() {
-            if row[a] > row[best] {
-                best = a;
-            }
-        }
-        best
+    /// The greedy action of `s`: the smallest index among the maximal `Q` values (deterministic, for evaluation);
+    /// `None` when `s >= num_states()`.
+    pub fn greedy_action(&self, s: usize) -> Option<usize> {
+        let row = self.q.get(s * self.n_actions..(s + 1) * self.n_actions)?;
+        Some(argmax_first(row))
     }
 
     /// The greedy policy of every state (see [`TdLearner::greedy_action`]).
     pub fn greedy_policy(&self) -> Vec<usize> {
-        (0..self.n_states).map(|s| self.greedy_action(s)).collect()
+        self.q.chunks_exact(self.n_actions.max(1)).map(argmax_first).collect()
     }
 
     /// Argmax with ties broken uniformly at random (reservoir sampling over the tied actions: no allocation).
@@ -447,6 +443,17 @@ pub fn rollout_policy<E: Env<Obs = usize, Action = usize> + ?Sized>(
     Ok((returns, lengths))
 }
 
+/// The smallest index of the maximum of `row` (0 for an empty row).
+fn argmax_first(row: &[f64]) -> usize {
+    let mut best = 0;
+    for a in 1..row.len() {
+        if row[a] > row[best] {
+            best = a;
+        }
+    }
+    best
+}
+
 /// A [`TransitionTable`] with an initial distribution and an optional grid shape: the quickest way to write
 /// your own [`Mdp`] (for planning, or for learning through [`MdpEnv`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -459,15 +466,7 @@ pub struct TableMdp {
 impl TableMdp {
     /// Wraps `table`, with episodes starting from `isd` (`num_states()` probabilities summing to 1).
     pub fn new(table: TransitionTable, isd: Vec<f64>) -> Result<Self> {
-        let ns = table.num_states();
-        let total: f64 = isd.iter().sum();
-        if isd.len() != ns || isd.iter().any(|p| !(0.0..=1.0).contains(p)) || (total - 1.0).abs() > 1e-9 {
-            return Err(AgentError::Config(format!(
-                "initial distribution has {} entries summing to {total}; expected {ns} probabilities in [0, 1] \
-                 summing to 1",
-                isd.len()
-            )));
-        }
+        bellman_envs::mdp::check_initial_distribution(&isd, table.num_states())?;
         Ok(TableMdp { table, isd, grid: None })
     }
 
@@ -550,7 +549,10 @@ impl<M: Mdp> Env for MdpEnv<M> {
             return Err(EnvError::NeedsReset("before reset() or after the end of an episode"));
         }
         bellman_envs::env::check_discrete(action, &self.act_space)?;
-        let o = *sample_outcome(self.mdp.outcomes(self.s, action), &mut self.rng);
+        let s = self.s;
+        let o = *sample_outcome(self.mdp.outcomes(s, action), &mut self.rng).ok_or_else(|| {
+            EnvError::Unsupported(format!("the model lists no outcome for state {s}, action {action}"))
+        })?;
         self.s = o.next_state;
         self.needs_reset = o.terminal;
         Ok(Step {

@@ -731,9 +731,9 @@ pub struct Solution {
 }
 
 impl Solution {
-    /// `Q(s, .)` of state `s`.
+    /// `Q(s, .)` of state `s` (empty when `s` is not a state).
     pub fn q_row(&self, s: usize) -> &[f64] {
-        &self.q[s * self.n_actions..(s + 1) * self.n_actions]
+        self.q.get(s * self.n_actions..(s + 1) * self.n_actions).unwrap_or(&[])
     }
 
     /// An error unless the algorithm converged, explaining the likely cause.
@@ -754,8 +754,12 @@ impl Solution {
     }
 }
 
-/// Greedy actions of a state-major `Q`: the smallest index within `tie_tol * max(1, |max|)` of the row's max.
+/// Greedy actions of a state-major `Q`: the smallest index within `tie_tol * max(1, |max|)` of the row's max
+/// (empty when `n_actions` is 0).
 pub fn greedy_policy(q: &[f64], n_actions: usize, tie_tol: f64) -> Vec<usize> {
+    if n_actions == 0 {
+        return Vec::new();
+    }
     q.chunks(n_actions)
         .map(|row| {
             let best = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);

@@ -77,7 +77,7 @@ impl CartPole {
             state: [0.0; 4],
             rng: None,
             needs_reset: true,
-            observation_space: Space::Box(BoxSpace::new(high.iter().map(|h| -h).collect(), high.to_vec())),
+            observation_space: Space::Box(BoxSpace::symmetric(&high)),
             action_space: Space::Discrete(2),
         }
     }

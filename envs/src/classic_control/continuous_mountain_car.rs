@@ -83,11 +83,11 @@ impl ContinuousMountainCar {
             state_is_f32: false,
             rng: None,
             needs_reset: true,
-            observation_space: Space::Box(BoxSpace::new(
+            observation_space: Space::Box(BoxSpace::from_constants(
                 vec![MIN_POSITION as f32, -MAX_SPEED as f32],
                 vec![MAX_POSITION as f32, MAX_SPEED as f32],
             )),
-            action_space: Space::Box(BoxSpace::new(vec![MIN_ACTION], vec![MAX_ACTION])),
+            action_space: Space::Box(BoxSpace::from_constants(vec![MIN_ACTION], vec![MAX_ACTION])),
         }
     }
 

@@ -71,7 +71,7 @@ impl MountainCar {
             state: [0.0; 2],
             rng: None,
             needs_reset: true,
-            observation_space: Space::Box(BoxSpace::new(
+            observation_space: Space::Box(BoxSpace::from_constants(
                 vec![MIN_POSITION as f32, -MAX_SPEED as f32],
                 vec![MAX_POSITION as f32, MAX_SPEED as f32],
             )),

@@ -92,8 +92,8 @@ impl Pendulum {
             state: [0.0; 2],
             rng: None,
             needs_reset: true,
-            observation_space: Space::Box(BoxSpace::new(high.iter().map(|h| -h).collect(), high.to_vec())),
-            action_space: Space::Box(BoxSpace::new(vec![-MAX_TORQUE], vec![MAX_TORQUE])),
+            observation_space: Space::Box(BoxSpace::symmetric(&high)),
+            action_space: Space::Box(BoxSpace::from_constants(vec![-MAX_TORQUE], vec![MAX_TORQUE])),
         }
     }
 

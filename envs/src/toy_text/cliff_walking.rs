@@ -1,11 +1,9 @@
 //! CliffWalking-v1 and CliffWalkingSlippery-v1, as `gymnasium/envs/toy_text/cliffwalking.py` (Gymnasium 1.4),
 //! after Sutton and Barto's Example 6.6.
-use super::{TabularCore, tabular_mdp};
-use crate::env::{Env, Info, Step};
+use super::{TabularCore, tabular_env, tabular_mdp};
 use crate::error::Result;
 use crate::mdp::{Outcome, TransitionTable};
 use crate::options::Options;
-use crate::space::Space;
 
 const NROW: usize = 4;
 const NCOL: usize = 12;
@@ -97,16 +95,6 @@ impl CliffWalking {
         Ok(CliffWalking { core: TabularCore::new(t.build()?, isd)? })
     }
 
-    /// The current state.
-    pub fn state(&self) -> usize {
-        self.core.state
-    }
-
-    /// Puts the agent on state `s` mid-episode (Gymnasium's `env.unwrapped.s = s`); errors when out of range.
-    pub fn set_state(&mut self, s: usize) -> Result<()> {
-        self.core.set_state(s)
-    }
-
     fn grid_shape_impl(&self) -> Option<(usize, usize)> {
         Some((NROW, NCOL))
     }
@@ -125,27 +113,4 @@ impl CliffWalking {
 
 tabular_mdp!(CliffWalking);
 
-impl Env for CliffWalking {
-    type Obs = usize;
-    type Action = usize;
-    fn observation_space(&self) -> &Space {
-        self.core.observation_space()
-    }
-    fn action_space(&self) -> &Space {
-        self.core.action_space()
-    }
-    fn reset(&mut self, seed: Option<u64>) -> Result<(usize, Info)> {
-        let s = self.core.reset(seed);
-        Ok((s, Info { prob: Some(1.0), ..Info::default() }))
-    }
-    fn step(&mut self, action: usize) -> Result<Step<usize>> {
-        let o = self.core.step(action)?;
-        Ok(Step {
-            obs: o.next_state,
-            reward: o.reward,
-            terminated: o.terminal,
-            truncated: false,
-            info: Info { prob: Some(o.prob), ..Info::default() },
-        })
-    }
-}
+tabular_env!(CliffWalking);

@@ -1,13 +1,11 @@
 //! FrozenLake-v1 and FrozenLake8x8-v1, as `gymnasium/envs/toy_text/frozen_lake.py` (Gymnasium 1.4).
 use rand::Rng;
 
-use super::{TabularCore, check_probability, get_probability, tabular_mdp};
-use crate::env::{Env, Info, Step};
+use super::{TabularCore, check_probability, get_probability, tabular_env, tabular_mdp};
 use crate::error::{EnvError, Result};
 use crate::mdp::{Outcome, TransitionTable};
 use crate::options::Options;
 use crate::rng::{from_entropy, seeded};
-use crate::space::Space;
 
 // Action numbering of frozen_lake.py.
 const LEFT: usize = 0;
@@ -406,16 +404,6 @@ impl FrozenLake {
         &self.desc
     }
 
-    /// The current state.
-    pub fn state(&self) -> usize {
-        self.core.state
-    }
-
-    /// Puts the agent on state `s` mid-episode (Gymnasium's `env.unwrapped.s = s`); errors when out of range.
-    pub fn set_state(&mut self, s: usize) -> Result<()> {
-        self.core.set_state(s)
-    }
-
     fn grid_shape_impl(&self) -> Option<(usize, usize)> {
         Some((self.nrow, self.ncol))
     }
@@ -427,30 +415,7 @@ impl FrozenLake {
 
 tabular_mdp!(FrozenLake);
 
-impl Env for FrozenLake {
-    type Obs = usize;
-    type Action = usize;
-    fn observation_space(&self) -> &Space {
-        self.core.observation_space()
-    }
-    fn action_space(&self) -> &Space {
-        self.core.action_space()
-    }
-    fn reset(&mut self, seed: Option<u64>) -> Result<(usize, Info)> {
-        let s = self.core.reset(seed);
-        Ok((s, Info { prob: Some(1.0), ..Info::default() }))
-    }
-    fn step(&mut self, action: usize) -> Result<Step<usize>> {
-        let o = self.core.step(action)?;
-        Ok(Step {
-            obs: o.next_state,
-            reward: o.reward,
-            terminated: o.terminal,
-            truncated: false,
-            info: Info { prob: Some(o.prob), ..Info::default() },
-        })
-    }
-}
+tabular_env!(FrozenLake);
 
 #[cfg(test)]
 mod tests {

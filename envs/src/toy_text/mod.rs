@@ -27,7 +27,7 @@ pub use taxi::{Taxi, TaxiConfig};
 
 use crate::env::check_discrete;
 use crate::error::{EnvError, Result};
-use crate::mdp::{Outcome, TransitionTable, sample_categorical};
+use crate::mdp::{Outcome, TransitionTable, check_initial_distribution, sample_categorical};
 use crate::registry::{EnvSpec, OptionDoc, boxed, boxed_tabular};
 use crate::rng::{EnvRng, from_entropy, seeded};
 use crate::space::Space;
@@ -59,15 +59,7 @@ impl TabularCore {
     /// A core for `table`, starting from `isd` (which must have `table.num_states()` entries summing to 1).
     pub(crate) fn new(table: TransitionTable, isd: Vec<f64>) -> Result<Self> {
         let n = table.num_states();
-        if isd.len() != n {
-            return Err(EnvError::BadMap(format!("initial distribution has {} entries, expected {n}", isd.len())));
-        }
-        let total: f64 = isd.iter().sum();
-        if isd.iter().any(|p| !p.is_finite() || *p < 0.0) || (total - 1.0).abs() > 1e-9 {
-            return Err(EnvError::BadMap(format!(
-                "initial distribution must be non-negative and sum to 1, got {total}"
-            )));
-        }
+        check_initial_distribution(&isd, n)?;
         Ok(TabularCore {
             obs_space: Space::Discrete(n),
             act_space: Space::Discrete(table.num_actions()),
@@ -112,7 +104,11 @@ impl TabularCore {
         }
         check_discrete(action, &self.act_space)?;
         let rng = self.rng.get_or_insert_with(from_entropy);
-        let o = *self.table.sample(self.state, action, rng);
+        let s = self.state;
+        let o = *self
+            .table
+            .sample(s, action, rng)
+            .ok_or_else(|| EnvError::Unsupported(format!("the model has no outcome for state {s}, action {action}")))?;
         self.state = o.next_state;
         if o.terminal {
             self.status = Status::Done;
@@ -133,13 +129,27 @@ impl TabularCore {
 
     /// `P[s][a]`, or an empty slice when `s` or `a` is out of range.
     pub(crate) fn outcomes(&self, s: usize, a: usize) -> &[Outcome] {
-        if s < self.table.num_states() && a < self.table.num_actions() { self.table.get(s, a) } else { &[] }
+        self.table.get(s, a)
     }
 }
 
-/// Implements `Env` (via `reset_core`/`step_core` helpers) and `Mdp` for a struct with a `core: TabularCore` field.
+/// Implements `Mdp`, and the inherent `state` / `set_state`, for a struct with a `core: TabularCore` field (and
+/// private `grid_shape_impl` / `state_label_impl` methods).
 macro_rules! tabular_mdp {
     ($ty:ty) => {
+        impl $ty {
+            /// The current state.
+            pub fn state(&self) -> usize {
+                self.core.state
+            }
+
+            /// Puts the env in state `s` mid-episode (Gymnasium's `env.unwrapped.s = s`); errors when `s` is not
+            /// a state.
+            pub fn set_state(&mut self, s: usize) -> $crate::error::Result<()> {
+                self.core.set_state(s)
+            }
+        }
+
         impl $crate::mdp::Mdp for $ty {
             fn num_states(&self) -> usize {
                 self.core.table.num_states()
@@ -163,6 +173,38 @@ macro_rules! tabular_mdp {
     };
 }
 pub(crate) use tabular_mdp;
+
+/// Implements `Env` for a struct with a `core: TabularCore` field whose steps carry only `info.prob` (Gymnasium's
+/// `{"prob": p}`; the reset info is `{"prob": 1}`).
+macro_rules! tabular_env {
+    ($ty:ty) => {
+        impl $crate::env::Env for $ty {
+            type Obs = usize;
+            type Action = usize;
+            fn observation_space(&self) -> &$crate::space::Space {
+                self.core.observation_space()
+            }
+            fn action_space(&self) -> &$crate::space::Space {
+                self.core.action_space()
+            }
+            fn reset(&mut self, seed: Option<u64>) -> $crate::error::Result<(usize, $crate::env::Info)> {
+                let s = self.core.reset(seed);
+                Ok((s, $crate::env::Info { prob: Some(1.0), ..$crate::env::Info::default() }))
+            }
+            fn step(&mut self, action: usize) -> $crate::error::Result<$crate::env::Step<usize>> {
+                let o = self.core.step(action)?;
+                Ok($crate::env::Step {
+                    obs: o.next_state,
+                    reward: o.reward,
+                    terminated: o.terminal,
+                    truncated: false,
+                    info: $crate::env::Info { prob: Some(o.prob), ..$crate::env::Info::default() },
+                })
+            }
+        }
+    };
+}
+pub(crate) use tabular_env;
 
 const FROZEN_LAKE_OPTIONS: &[OptionDoc] = &[
     OptionDoc {

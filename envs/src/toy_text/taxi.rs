@@ -246,16 +246,6 @@ impl Taxi {
         &self.config
     }
 
-    /// The current state.
-    pub fn state(&self) -> usize {
-        self.core.state
-    }
-
-    /// Puts the env in state `s` mid-episode (Gymnasium's `env.unwrapped.s = s`); errors when out of range.
-    pub fn set_state(&mut self, s: usize) -> Result<()> {
-        self.core.set_state(s)
-    }
-
     fn grid_shape_impl(&self) -> Option<(usize, usize)> {
         None
     }
