@@ -1,11 +1,8 @@
-//! Bellman: reinforcement learning in Rust.
+//! Bellman: reinforcement learning in Rust. This facade re-exports the member crates, so one dependency gives
+//! all of them: [`envs`], [`replay`], [`agents`], [`experiments`]. The README follows (its Rust example is
+//! compiled and run as a doctest).
 //!
-//! This facade re-exports the member crates so a user depends on one crate:
-//!
-//! ```
-//! use bellman::envs::Space;
-//! assert_eq!(Space::Discrete(2).n(), Some(2));
-//! ```
+#![doc = include_str!("../README.md")]
 pub use bellman_agents as agents;
 pub use bellman_envs as envs;
 pub use bellman_experiments as experiments;

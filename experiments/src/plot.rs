@@ -139,6 +139,7 @@ fn smooth(ys: &mut [f64], w: usize) {
 
 fn load_groups(paths: &[PathBuf], opts: &PlotOptions) -> Result<Vec<Group>> {
     let mut groups: Vec<Group> = Vec::new();
+    let mut keys: Vec<PathBuf> = Vec::new();
     for p in paths {
         for dir in run_dirs(p)? {
             let cfg = std::fs::read_to_string(dir.join("config.toml"))
@@ -161,15 +162,27 @@ fn load_groups(paths: &[PathBuf], opts: &PlotOptions) -> Result<Vec<Group>> {
             let mut ys: Vec<f64> = eps.iter().map(|e| e.ret).collect();
             smooth(&mut ys, opts.smooth);
             let run: Vec<(f64, f64)> = xs.into_iter().zip(ys).collect();
-            match groups.iter_mut().find(|g| g.label == label) {
-                Some(g) => g.runs.push(run),
-                None => groups.push(Group {
-                    label,
-                    env: cfg.as_ref().map(|c| c.env.clone()),
-                    threshold: cfg.as_ref().and_then(|c| c.reward_threshold()),
-                    runs: vec![run],
-                }),
+            // One line per experiment directory (the parent of `seed-<n>/`), labelled by the experiment's name.
+            let exp_dir = dir.parent().map(Path::to_path_buf).unwrap_or_default();
+            match groups.iter_mut().zip(&mut keys).find(|(g, k)| g.label == label && **k == exp_dir) {
+                Some((g, _)) => g.runs.push(run),
+                None => {
+                    keys.push(exp_dir);
+                    groups.push(Group {
+                        label,
+                        env: cfg.as_ref().map(|c| c.env.clone()),
+                        threshold: cfg.as_ref().and_then(|c| c.reward_threshold()),
+                        runs: vec![run],
+                    })
+                }
             }
+        }
+    }
+    // Same experiment name in different directories (e.g. two `--out` roots): tell them apart in the legend.
+    let labels: Vec<String> = groups.iter().map(|g| g.label.clone()).collect();
+    for (g, k) in groups.iter_mut().zip(&keys) {
+        if labels.iter().filter(|l| **l == g.label).count() > 1 {
+            g.label = format!("{} ({})", g.label, k.display());
         }
     }
     if groups.is_empty() {
