@@ -108,6 +108,8 @@ pub struct CheckpointConfig {
 }
 
 /// The agent section: `kind` picks the config type, whose own fields follow in the same table.
+// One value per run, built once: the size difference between variants costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum AgentConfig {
     /// `kind = "dqn"`: [`DqnConfig`].

@@ -13,8 +13,8 @@ use anyhow::{Context, Result, bail};
 use bellman_agents::trainer::{EpisodeRecord, TrainMetrics};
 use serde::{Deserialize, Serialize};
 
-/// Header of `episodes.csv`.
-pub const EPISODES_HEADER: [&str; 5] = ["step", "episode", "return", "length", "wall_time"];
+/// Header of `episodes.csv` (`actor`: which actor thread or sub-env played the episode; 0 for single actors).
+pub const EPISODES_HEADER: [&str; 6] = ["step", "episode", "return", "length", "wall_time", "actor"];
 /// Header of `metrics.csv`. `extra` holds the agent's further figures as `name=value;name=value`.
 pub const METRICS_HEADER: [&str; 8] =
     ["step", "loss", "mean_q", "epsilon", "steps_per_sec", "eval_mean", "eval_std", "extra"];
@@ -153,7 +153,7 @@ impl RunLogs {
         // Tuples serialize field by field into the writer's buffer: no allocation per episode.
         let t = round6(wall_time);
         self.episodes
-            .serialize((e.step, e.episode, e.ret, e.len, t))
+            .serialize((e.step, e.episode, e.ret, e.len, t, e.actor))
             .with_context(|| format!("cannot write {}", self.dir.join("episodes.csv").display()))?;
         // SB3's Monitor (stable_baselines3/common/monitor.py) rounds r and t to 6 digits.
         self.monitor
@@ -209,6 +209,9 @@ pub struct EpisodeRow {
     pub length: u64,
     /// Seconds since the run started.
     pub wall_time: f64,
+    /// The actor (or sub-env) that played it; 0 in files written before the column existed.
+    #[serde(default)]
+    pub actor: usize,
 }
 
 /// Reads `episodes.csv`.
@@ -354,7 +357,7 @@ mod tests {
         drop(logs);
         let eps = read_episodes(&dir.path().join("episodes.csv")).unwrap();
         assert_eq!(eps.len(), 4);
-        assert_eq!(eps[2], EpisodeRow { step: 30, episode: 2, ret: 2.5, length: 10, wall_time: 2.0 });
+        assert_eq!(eps[2], EpisodeRow { step: 30, episode: 2, ret: 2.5, length: 10, wall_time: 2.0, actor: 0 });
         let ((t, id), mon) = read_monitor(&dir.path().join("monitor.csv")).unwrap();
         assert_eq!((t, id.as_str()), (1_700_000_000.25, "CartPole-v1"));
         assert_eq!(mon[3], MonitorRow { r: 3.5, l: 10, t: 3.0 });

@@ -28,6 +28,25 @@ pub type BuildFn = dyn Fn(&ExperimentConfig, &str) -> Result<Box<dyn Trainer>> +
 pub fn build_agent(cfg: &ExperimentConfig, device: &str) -> Result<Box<dyn Trainer>> {
     let env = cfg.env_setup();
     match &cfg.agent {
+        #[cfg(feature = "atari")]
+        AgentConfig::Dqn(c) if bellman_agents::dqn::pixels::is_pixel_env(&cfg.env) => {
+            // ALE/<Game>-v5: u8 frame stacks, frame-deduplicated replay, Nature CNN (bellman_agents::dqn::pixels).
+            let t = bellman_agents::dqn::pixels::PixelDqnTrainer::new(c, &env, cfg.seed, device)
+                .with_context(|| format!("cannot build the pixel DQN agent for {}", cfg.env))?;
+            Ok(Box::new(t))
+        }
+        #[cfg(not(feature = "atari"))]
+        AgentConfig::Dqn(_) if cfg.env.starts_with("ALE/") => {
+            bail!(
+                "{}: Atari needs the cargo feature `atari` (cargo run --release --features atari -- train ...)",
+                cfg.env
+            )
+        }
+        AgentConfig::Dqn(c) if c.actors > 0 => {
+            let t = bellman_agents::actors::ApexDqnTrainer::new(c, &c.apex, c.actors, &env, cfg.seed, device)
+                .with_context(|| format!("cannot build the DQN agent with {} actors for {}", c.actors, cfg.env))?;
+            Ok(Box::new(t))
+        }
         AgentConfig::Dqn(c) => {
             let t = bellman_agents::dqn::DqnTrainer::new(c, &env, cfg.seed, device)
                 .with_context(|| format!("cannot build the DQN agent for {}", cfg.env))?;

@@ -93,6 +93,11 @@ pub struct DqnConfig {
     pub n_envs: usize,
     /// Env steps between two [`crate::trainer::TrainMetrics`] reports (default 1000).
     pub metrics_every: u64,
+    /// Actor threads, Ape-X style ([`crate::actors::ApexDqnTrainer`], `--actors N`); 0 (default): the
+    /// single-process trainer.
+    pub actors: usize,
+    /// Settings of the actors (the `[agent.apex]` table), used when `actors > 0`.
+    pub apex: crate::actors::ApexConfig,
 }
 
 impl Default for DqnConfig {
@@ -134,6 +139,8 @@ impl Default for DqnConfig {
             per_eps: 1e-6,
             n_envs: 1,
             metrics_every: 1000,
+            actors: 0,
+            apex: crate::actors::ApexConfig::default(),
         }
     }
 }
@@ -185,6 +192,7 @@ impl DqnConfig {
         check(self.per_eps > 0.0, || format!("per_eps = {}: must be > 0", self.per_eps))?;
         check(self.n_envs >= 1 && self.n_envs <= 1024, || format!("n_envs = {}: must be in 1..=1024", self.n_envs))?;
         check(self.metrics_every >= 1, || "metrics_every = 0: must be >= 1".into())?;
+        check(self.actors <= 1024, || format!("actors = {}: must be in 0..=1024", self.actors))?;
         if let Some(h) = self.hidden.iter().find(|h| **h == 0) {
             return Err(AgentError::Config(format!("hidden layer size {h}: every size must be >= 1")));
         }

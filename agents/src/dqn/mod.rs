@@ -11,6 +11,9 @@
 //! exploration and replay sampling use their own seeded generators, so the same config and seed give the same
 //! episodes, whether `train` is called once or in chunks.
 //!
+//! Atari frames (`ALE/<Game>-v5`, cargo feature `atari`): `pixels::PixelDqnTrainer`, the same update (module
+//! `learn`) on `u8` frame stacks in frame-deduplicated replay.
+//!
 //! ```no_run
 //! use bellman_agents::dqn::{DqnConfig, DqnTrainer};
 //! use bellman_agents::trainer::{EnvSetup, NullReporter, Trainer};
@@ -21,9 +24,12 @@
 //! ```
 pub mod config;
 pub mod device;
+mod learn;
 pub mod loss;
 pub mod network;
 pub mod optim;
+#[cfg(feature = "atari")]
+pub mod pixels;
 
 use std::time::Instant;
 
@@ -37,7 +43,6 @@ use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
 
 pub use config::DqnConfig;
-use loss::{bootstrap_factors, td_loss, td_targets};
 use network::{Arch, CpuMlp, NetSpec, QNetwork, argmax, terr};
 use optim::{Optim, OptimizerKind};
 
@@ -76,8 +81,7 @@ impl TransitionSink<f32, i64> for Replay {
 #[derive(Debug, Default)]
 struct Scratch {
     batch: Batch<f32, i64>,
-    actions: Vec<u32>,
-    factors: Vec<f32>,
+    upd: learn::UpdateScratch,
     td: Vec<f32>,
 }
 
@@ -89,6 +93,47 @@ struct Running {
     updates: u64,
     since_step: u64,
     since_time: Option<Instant>,
+}
+
+impl Running {
+    /// Adds one update's loss and mean Q (device scalars, summed on the device: no host sync per update).
+    fn add(&mut self, loss: Tensor, q: Tensor) -> Result<()> {
+        self.loss = Some(match self.loss.take() {
+            Some(acc) => (acc + loss).map_err(terr)?,
+            None => loss,
+        });
+        self.q = Some(match self.q.take() {
+            Some(acc) => (acc + q).map_err(terr)?,
+            None => q,
+        });
+        self.updates += 1;
+        Ok(())
+    }
+
+    /// Mean loss and mean Q since the last call and env steps per second (epsilon and `extra` left for the
+    /// caller); restarts the sums. A non-finite loss is a [`AgentError::Diverged`] error.
+    fn take_metrics(&mut self, steps: u64) -> Result<TrainMetrics> {
+        let r = std::mem::take(self);
+        let scalar = |t: Option<Tensor>| -> Result<Option<f64>> {
+            match t {
+                Some(t) => Ok(Some(t.to_dtype(DType::F64).and_then(|t| t.to_scalar::<f64>()).map_err(terr)?)),
+                None => Ok(None),
+            }
+        };
+        let n = r.updates.max(1) as f64;
+        let loss = scalar(r.loss)?.map(|v| v / n);
+        let mean_q = scalar(r.q)?.map(|v| v / n);
+        if let Some(l) = loss
+            && !l.is_finite()
+        {
+            return Err(AgentError::Diverged(format!("loss is {l} at step {steps}")));
+        }
+        let now = Instant::now();
+        let sps = r.since_time.map(|t| (steps - r.since_step) as f64 / now.duration_since(t).as_secs_f64());
+        self.since_step = steps;
+        self.since_time = Some(now);
+        Ok(TrainMetrics { step: steps, loss, mean_q, epsilon: None, steps_per_sec: sps, extra: Vec::new() })
+    }
 }
 
 /// The DQN agent the runner drives through [`Trainer`].
@@ -403,40 +448,20 @@ impl DqnTrainer {
             }
         }
         .map_err(replay_err)?;
-        let batch = &self.scratch.batch;
-        self.scratch.actions.resize(b, 0);
-        loss::action_indices(&batch.actions, &mut self.scratch.actions);
-        self.scratch.factors.resize(b, 0.0);
-        bootstrap_factors(&batch.discounts, &batch.terminated, &mut self.scratch.factors);
-        let mut shape = vec![b];
-        shape.extend_from_slice(&self.online.spec().obs_shape);
-        let dev = &self.device;
-        let obs = Tensor::from_slice(&batch.obs, shape.as_slice(), dev).map_err(terr)?;
-        let next_obs = Tensor::from_slice(&batch.next_obs, shape.as_slice(), dev).map_err(terr)?;
-        let actions = Tensor::from_slice(&self.scratch.actions, b, dev).map_err(terr)?;
-        let rewards = Tensor::from_slice(&batch.rewards, b, dev).map_err(terr)?;
-        let factors = Tensor::from_slice(&self.scratch.factors, b, dev).map_err(terr)?;
-        let next_q_target = self.target.forward(&next_obs).map_err(terr)?.detach();
-        let next_q_online =
-            if self.cfg.double_dqn { Some(self.online.forward(&next_obs).map_err(terr)?.detach()) } else { None };
-        let targets = td_targets(&rewards, &factors, &next_q_target, next_q_online.as_ref()).map_err(terr)?;
-        let q = self.online.forward(&obs).map_err(terr)?;
-        let weights = match self.replay {
-            Replay::Prioritized(_) => Some(Tensor::from_slice(&batch.weights, b, dev).map_err(terr)?),
-            Replay::Uniform(_) => None,
-        };
-        let (loss, q_taken) = td_loss(&q, &actions, &targets, weights.as_ref(), self.cfg.loss).map_err(terr)?;
-        let mut grads = loss.backward().map_err(terr)?;
-        let max_norm = if self.cfg.max_grad_norm > 0.0 { self.cfg.max_grad_norm } else { f64::INFINITY };
-        // The norm is always computed: a non-finite gradient stops training before it reaches the weights.
-        self.optim.clip_and_step(&mut grads, &self.vars, max_norm).map_err(|e| match e {
-            AgentError::Diverged(m) => AgentError::Diverged(format!(
-                "{m} at step {} (update {}): lower learning_rate or enable max_grad_norm; the weights are those \
-                 of the last good update",
-                self.steps, self.updates
-            )),
-            other => other,
-        })?;
+        let weighted = matches!(self.replay, Replay::Prioritized(_));
+        let out = learn::td_update(
+            &self.cfg,
+            &self.online,
+            &self.target,
+            &mut self.optim,
+            &self.vars,
+            &self.scratch.batch,
+            weighted,
+            &mut self.scratch.upd,
+            &self.device,
+            (self.steps, self.updates),
+        )?;
+        let learn::UpdateOut { loss, q_taken, targets } = out;
         self.updates += 1;
         self.policy_stale = true;
         if let Replay::Prioritized(r) = &mut self.replay {
@@ -446,49 +471,15 @@ impl DqnTrainer {
             self.scratch.td.extend_from_slice(&td);
             r.update_priorities(&self.scratch.batch.indices, &self.scratch.td).map_err(replay_err)?;
         }
-        let l = loss.detach();
         let qm = q_taken.detach().mean_all().map_err(terr)?;
-        let r = &mut self.running;
-        r.loss = Some(match r.loss.take() {
-            Some(acc) => (acc + l).map_err(terr)?,
-            None => l,
-        });
-        r.q = Some(match r.q.take() {
-            Some(acc) => (acc + qm).map_err(terr)?,
-            None => qm,
-        });
-        r.updates += 1;
-        Ok(())
+        self.running.add(loss.detach(), qm)
     }
 
     fn report_metrics(&mut self, reporter: &mut dyn Reporter) -> Result<()> {
-        let r = std::mem::take(&mut self.running);
-        let scalar = |t: Option<Tensor>| -> Result<Option<f64>> {
-            match t {
-                Some(t) => Ok(Some(t.to_dtype(DType::F64).and_then(|t| t.to_scalar::<f64>()).map_err(terr)?)),
-                None => Ok(None),
-            }
-        };
-        let n = r.updates.max(1) as f64;
-        let loss = scalar(r.loss)?.map(|v| v / n);
-        let mean_q = scalar(r.q)?.map(|v| v / n);
-        if let Some(l) = loss
-            && !l.is_finite()
-        {
-            return Err(AgentError::Diverged(format!("loss is {l} at step {}", self.steps)));
-        }
-        let now = Instant::now();
-        let sps = r.since_time.map(|t| (self.steps - r.since_step) as f64 / now.duration_since(t).as_secs_f64());
-        reporter.metrics(&TrainMetrics {
-            step: self.steps,
-            loss,
-            mean_q,
-            epsilon: Some(self.cfg.epsilon(self.steps)),
-            steps_per_sec: sps,
-            extra: vec![("updates".into(), self.updates as f64)],
-        });
-        self.running.since_step = self.steps;
-        self.running.since_time = Some(now);
+        let mut m = self.running.take_metrics(self.steps)?;
+        m.epsilon = Some(self.cfg.epsilon(self.steps));
+        m.extra = vec![("updates".into(), self.updates as f64)];
+        reporter.metrics(&m);
         Ok(())
     }
 

@@ -1,0 +1,637 @@
+//! [`ActorPool`]: actor threads, bounded channels, the learner loop, shutdown and faults.
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError, bounded, select, unbounded};
+use serde::{Deserialize, Serialize};
+
+use super::counters::{CounterSnapshot, Counters};
+use super::limiter::{RateLimit, RateLimiter};
+use super::weights::WeightsCell;
+use super::{Actor, ActorBatch, Learner, Payload, actor_error};
+use crate::error::{AgentError, Result};
+use crate::trainer::{EpisodeRecord, Reporter};
+
+/// Configuration of an [`ActorPool`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Transitions per message (default 50: Ape-X's local buffer size B, Horgan et al. 2018, appendix F).
+    pub send_batch: usize,
+    /// Capacity of the actors-to-learner channel in messages (default 16); full means actors block.
+    pub channel_capacity: usize,
+    /// Learner updates between two weight publications (default 10).
+    pub publish_every: u64,
+    /// The rate limiter.
+    pub rate: RateLimit,
+    /// Env steps between two metrics reports (default 1000).
+    pub metrics_every: u64,
+    /// Milliseconds allowed for all actors to stop at shutdown before it is an error (default 5000).
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            send_batch: 50,
+            channel_capacity: 16,
+            publish_every: 10,
+            rate: RateLimit::default(),
+            metrics_every: 1000,
+            shutdown_timeout_ms: 5000,
+        }
+    }
+}
+
+impl PoolConfig {
+    /// Checks every value for a learner sampling `sample_batch` transitions per update.
+    pub fn validate(&self, sample_batch: usize) -> Result<()> {
+        let bad = |m: String| Err(AgentError::Config(m));
+        if !(1..=1_000_000).contains(&self.send_batch) {
+            return bad(format!("send_batch = {}: must be in 1..=1000000", self.send_batch));
+        }
+        if !(1..=65_536).contains(&self.channel_capacity) {
+            return bad(format!("channel_capacity = {}: must be in 1..=65536", self.channel_capacity));
+        }
+        if self.publish_every == 0 {
+            return bad("publish_every = 0: must be >= 1".into());
+        }
+        if self.metrics_every == 0 {
+            return bad("metrics_every = 0: must be >= 1".into());
+        }
+        if self.shutdown_timeout_ms == 0 {
+            return bad("shutdown_timeout_ms = 0: must be >= 1".into());
+        }
+        self.rate.validate(sample_batch)
+    }
+}
+
+/// Status messages from actor threads (on their own unbounded channel, so a failure is never stuck behind a full
+/// data channel).
+#[derive(Debug)]
+enum Ctrl {
+    Failed { id: usize, cause: String },
+    Exited { id: usize },
+}
+
+struct ActorShared<W, P> {
+    id: usize,
+    send_batch: usize,
+    cell: Arc<WeightsCell<W>>,
+    data: Sender<ActorBatch<P>>,
+    recycle: Receiver<ActorBatch<P>>,
+    stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+}
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
+}
+
+fn actor_loop<A: Actor>(actor: &mut A, s: &ActorShared<A::Weights, A::Payload>) -> Result<()> {
+    let mut version = None;
+    while !s.stop.load(Ordering::Acquire) {
+        let t0 = Instant::now();
+        if version != Some(s.cell.version()) {
+            let (v, w) = s.cell.latest();
+            actor.load_weights(&w, v)?;
+            version = Some(v);
+            Counters::add(&s.counters.weights_ns, nanos(t0.elapsed()));
+        }
+        let mut b = s.recycle.try_recv().unwrap_or_else(|_| ActorBatch::new(actor.new_payload()));
+        b.reset(s.id, version.unwrap_or(0));
+        let t1 = Instant::now();
+        while b.len() < s.send_batch && !s.stop.load(Ordering::Relaxed) {
+            actor.step(&mut b)?;
+            if b.priorities.len() != b.len() {
+                return Err(actor_error(
+                    s.id,
+                    format!("batch holds {} transitions but {} priorities", b.len(), b.priorities.len()),
+                ));
+            }
+        }
+        let t2 = Instant::now();
+        Counters::add(&s.counters.act_ns, nanos(t2 - t1));
+        if b.is_empty() && b.env_steps == 0 {
+            break;
+        }
+        let (n, steps) = (b.len() as u64, b.env_steps);
+        // Counted before the send so that `sent >= received` holds at every instant.
+        Counters::add(&s.counters.sent, n);
+        Counters::add(&s.counters.env_steps_sent, steps);
+        // A non-blocking send first: its time is the channel's overhead; a full channel is backpressure and the
+        // blocking send's time is counted as waiting.
+        match s.data.try_send(b) {
+            Ok(()) => Counters::add(&s.counters.send_ns, nanos(t2.elapsed())),
+            Err(TrySendError::Full(b)) => {
+                let t3 = Instant::now();
+                Counters::add(&s.counters.send_ns, nanos(t3 - t2));
+                if s.data.send(b).is_err() {
+                    break;
+                }
+                Counters::add(&s.counters.wait_ns, nanos(t3.elapsed()));
+            }
+            // The pool is gone (dropped without shutdown): nobody counts any more.
+            Err(TrySendError::Disconnected(_)) => break,
+        }
+    }
+    Ok(())
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        format!("panicked: {s}")
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        format!("panicked: {s}")
+    } else {
+        "panicked".into()
+    }
+}
+
+/// Actor threads plus the learner's end of the protocol.
+///
+/// Build it with [`ActorPool::spawn`], drive the learner with [`ActorPool::run`] (any number of times, e.g. in the
+/// chunks a [`crate::trainer::Trainer`] is trained in) and stop it with [`ActorPool::shutdown`] (dropping the
+/// pool does it too). See the [module documentation](super) for an example.
+pub struct ActorPool<W, P> {
+    cfg: PoolConfig,
+    sample_batch: u64,
+    n_actors: usize,
+    cell: Arc<WeightsCell<W>>,
+    data_rx: Receiver<ActorBatch<P>>,
+    ctrl_rx: Receiver<Ctrl>,
+    recycle_tx: Sender<ActorBatch<P>>,
+    stop: Arc<AtomicBool>,
+    handles: Vec<Option<JoinHandle<()>>>,
+    counters: Arc<Counters>,
+    limiter: RateLimiter,
+    pending: Option<(ActorBatch<P>, usize)>,
+    received: u64,
+    inserted: u64,
+    evicted: u64,
+    discarded: u64,
+    env_steps_received: u64,
+    actor_steps: Vec<u64>,
+    updates: u64,
+    episodes: u64,
+    version: u64,
+    lag_sum: u64,
+    lag_n: u64,
+    lag_max: u64,
+    next_metrics: u64,
+    since: (u64, Instant),
+    start: Instant,
+    failure: Option<(usize, String)>,
+    closed: bool,
+}
+
+impl<W, P> std::fmt::Debug for ActorPool<W, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActorPool")
+            .field("actors", &self.n_actors)
+            .field("received", &self.received)
+            .field("inserted", &self.inserted)
+            .field("updates", &self.updates)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W: Send + Sync + 'static, P: Payload> ActorPool<W, P> {
+    /// Spawns one thread per actor (named `actor-<i>`), all starting from `initial` weights (version 0), for a
+    /// learner sampling `sample_batch` transitions per update.
+    pub fn spawn<A>(actors: Vec<A>, initial: W, cfg: &PoolConfig, sample_batch: usize) -> Result<Self>
+    where
+        A: Actor<Weights = W, Payload = P>,
+    {
+        cfg.validate(sample_batch)?;
+        if actors.is_empty() || actors.len() > 1024 {
+            return Err(AgentError::Config(format!("actors = {}: must be in 1..=1024", actors.len())));
+        }
+        let limiter = RateLimiter::new(cfg.rate, sample_batch)?;
+        let n_actors = actors.len();
+        let cell = Arc::new(WeightsCell::new(initial));
+        let (data_tx, data_rx) = bounded(cfg.channel_capacity);
+        let (ctrl_tx, ctrl_rx) = unbounded();
+        let (recycle_tx, recycle_rx) = unbounded();
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(Counters::default());
+        let mut handles = Vec::with_capacity(n_actors);
+        let mut pool_err = None;
+        for (id, mut actor) in actors.into_iter().enumerate() {
+            let shared = ActorShared {
+                id,
+                send_batch: cfg.send_batch,
+                cell: Arc::clone(&cell),
+                data: data_tx.clone(),
+                recycle: recycle_rx.clone(),
+                stop: Arc::clone(&stop),
+                counters: Arc::clone(&counters),
+            };
+            let ctrl = ctrl_tx.clone();
+            let h = std::thread::Builder::new().name(format!("actor-{id}")).spawn(move || {
+                let res = catch_unwind(AssertUnwindSafe(|| actor_loop(&mut actor, &shared)));
+                let msg = match res {
+                    Ok(Ok(())) => Ctrl::Exited { id },
+                    Ok(Err(AgentError::Actor { cause, .. })) => Ctrl::Failed { id, cause },
+                    Ok(Err(e)) => Ctrl::Failed { id, cause: e.to_string() },
+                    Err(p) => Ctrl::Failed { id, cause: panic_message(p.as_ref()) },
+                };
+                // Drop the data sender before reporting, so that "all exited" implies "channel disconnected".
+                drop(shared);
+                let _ = ctrl.send(msg);
+            });
+            match h {
+                Ok(h) => handles.push(Some(h)),
+                Err(e) => {
+                    pool_err = Some(actor_error(id, format!("could not start its thread: {e}")));
+                    break;
+                }
+            }
+        }
+        let now = Instant::now();
+        let mut pool = ActorPool {
+            cfg: cfg.clone(),
+            sample_batch: sample_batch as u64,
+            n_actors,
+            cell,
+            data_rx,
+            ctrl_rx,
+            recycle_tx,
+            stop,
+            handles,
+            counters,
+            limiter,
+            pending: None,
+            received: 0,
+            inserted: 0,
+            evicted: 0,
+            discarded: 0,
+            env_steps_received: 0,
+            actor_steps: vec![0; n_actors],
+            updates: 0,
+            episodes: 0,
+            version: 0,
+            lag_sum: 0,
+            lag_n: 0,
+            lag_max: 0,
+            next_metrics: cfg.metrics_every,
+            since: (0, now),
+            start: now,
+            failure: None,
+            closed: false,
+        };
+        if let Some(e) = pool_err {
+            let _ = pool.shutdown();
+            return Err(e);
+        }
+        Ok(pool)
+    }
+
+    /// Number of actors.
+    pub fn num_actors(&self) -> usize {
+        self.n_actors
+    }
+
+    /// Env steps of the batches received so far.
+    pub fn env_steps(&self) -> u64 {
+        self.env_steps_received
+    }
+
+    /// Sets the counters a restored run continues from (env steps and episodes).
+    pub fn resume_from(&mut self, env_steps: u64, episodes: u64) {
+        self.env_steps_received = env_steps;
+        self.episodes = episodes;
+        self.next_metrics = env_steps + self.cfg.metrics_every;
+        self.since = (env_steps, Instant::now());
+    }
+
+    /// Episodes reported so far.
+    pub fn episodes(&self) -> u64 {
+        self.episodes
+    }
+
+    /// The rate limiter's state.
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.limiter
+    }
+
+    /// The last published weights version.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Publishes weights now (e.g. after restoring a checkpoint); returns the new version.
+    pub fn publish(&mut self, w: W) -> u64 {
+        self.version = self.cell.publish(w);
+        self.version
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let c = &self.counters;
+        let secs = |a: &std::sync::atomic::AtomicU64| Counters::get(a) as f64 * 1e-9;
+        CounterSnapshot {
+            sent: Counters::get(&c.sent),
+            received: self.received,
+            inserted: self.inserted,
+            evicted: self.evicted,
+            discarded: self.discarded,
+            pending: self.pending.as_ref().map_or(0, |(b, i)| (b.len() - i) as u64),
+            env_steps_sent: Counters::get(&c.env_steps_sent),
+            env_steps_received: self.env_steps_received,
+            updates: self.updates,
+            sampled: self.limiter.samples(),
+            version: self.version,
+            act_secs: secs(&c.act_ns),
+            send_secs: secs(&c.send_ns),
+            wait_secs: secs(&c.wait_ns),
+            weights_secs: secs(&c.weights_ns),
+        }
+    }
+
+    fn fail(&mut self, id: usize, cause: String) -> AgentError {
+        if self.failure.is_none() {
+            self.failure = Some((id, cause));
+        }
+        let _ = self.shutdown();
+        let (id, cause) = self.failure.clone().unwrap_or((id, String::new()));
+        actor_error(id, cause)
+    }
+
+    fn on_ctrl(&mut self, c: Ctrl) -> Result<()> {
+        match c {
+            Ctrl::Failed { id, cause } => Err(self.fail(id, cause)),
+            Ctrl::Exited { id } => Err(self.fail(id, "stopped before the pool was shut down".into())),
+        }
+    }
+
+    fn check_ctrl(&mut self) -> Result<()> {
+        if let Some((id, cause)) = &self.failure {
+            return Err(actor_error(*id, cause.clone()));
+        }
+        if self.closed {
+            return Err(AgentError::Config("the actor pool was shut down; build a new one".into()));
+        }
+        match self.ctrl_rx.try_recv() {
+            Ok(c) => self.on_ctrl(c),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn accept(&mut self, b: ActorBatch<P>, reporter: &mut dyn Reporter) {
+        self.received += b.len() as u64;
+        self.env_steps_received += b.env_steps;
+        if let Some(s) = self.actor_steps.get_mut(b.actor) {
+            *s += b.env_steps;
+        }
+        let lag = self.version.saturating_sub(b.version);
+        self.lag_sum += lag;
+        self.lag_n += 1;
+        self.lag_max = self.lag_max.max(lag);
+        let wall = self.start.elapsed().as_secs_f64();
+        for e in &b.episodes {
+            reporter.episode(&EpisodeRecord {
+                step: self.env_steps_received,
+                episode: self.episodes,
+                ret: e.ret,
+                len: e.len,
+                wall_time: wall,
+                actor: b.actor,
+            });
+            self.episodes += 1;
+        }
+        reporter.progress(self.env_steps_received);
+        self.pending = Some((b, 0));
+    }
+
+    /// Inserts pending transitions while the limiter allows; true when it inserted any.
+    fn insert_pending<L: Learner<Weights = W, Payload = P>>(&mut self, learner: &mut L) -> Result<bool> {
+        let Some((b, mut i)) = self.pending.take() else { return Ok(false) };
+        let start = i;
+        while i < b.len() && self.limiter.can_insert(1) {
+            let res = learner.insert(&b, i);
+            match res {
+                Ok(evicted) => {
+                    self.evicted += evicted as u64;
+                    self.inserted += 1;
+                    self.limiter.inserted(1);
+                    i += 1;
+                }
+                Err(e) => {
+                    self.pending = Some((b, i));
+                    return Err(e);
+                }
+            }
+        }
+        if i < b.len() {
+            self.pending = Some((b, i));
+        } else {
+            // Hand the emptied batch back to the actors (ignored when they are all gone).
+            let _ = self.recycle_tx.send(b);
+        }
+        Ok(i > start)
+    }
+
+    fn report<L: Learner<Weights = W, Payload = P>>(
+        &mut self,
+        learner: &mut L,
+        reporter: &mut dyn Reporter,
+    ) -> Result<()> {
+        let step = self.env_steps_received;
+        let mut m = learner.metrics(step)?;
+        m.step = step;
+        let now = Instant::now();
+        let dt = now.duration_since(self.since.1).as_secs_f64();
+        if dt > 0.0 {
+            m.steps_per_sec = Some((step - self.since.0) as f64 / dt);
+        }
+        self.since = (step, now);
+        let c = self.snapshot();
+        let lag_mean = if self.lag_n > 0 { self.lag_sum as f64 / self.lag_n as f64 } else { 0.0 };
+        let ratio = if c.inserted > 0 { c.sampled as f64 / c.inserted as f64 } else { 0.0 };
+        let mut extra = vec![
+            ("actors".to_string(), self.n_actors as f64),
+            ("sent".into(), c.sent as f64),
+            ("received".into(), c.received as f64),
+            ("inserted".into(), c.inserted as f64),
+            ("evicted".into(), c.evicted as f64),
+            ("discarded".into(), c.discarded as f64),
+            ("pending".into(), c.pending as f64),
+            ("updates".into(), c.updates as f64),
+            ("weights_version".into(), c.version as f64),
+            ("policy_lag_mean".into(), lag_mean),
+            ("policy_lag_max".into(), self.lag_max as f64),
+            ("samples_per_insert".into(), ratio),
+            ("actor_send_fraction".into(), c.send_fraction()),
+            ("actor_wait_fraction".into(), c.wait_fraction()),
+        ];
+        extra.extend(self.actor_steps.iter().enumerate().map(|(i, s)| (format!("actor{i}_steps"), *s as f64)));
+        // Keep the learner's own extras after the pool's, skipping names the pool already reports.
+        let own = std::mem::take(&mut m.extra);
+        for (k, v) in own {
+            if !extra.iter().any(|(e, _)| *e == k) {
+                extra.push((k, v));
+            }
+        }
+        m.extra = extra;
+        self.lag_sum = 0;
+        self.lag_n = 0;
+        self.lag_max = 0;
+        reporter.metrics(&m);
+        Ok(())
+    }
+
+    /// Runs the learner until the received batches hold `until` env steps, the reporter asks to stop, or an actor
+    /// fails (then every actor is stopped and the error names the failing one).
+    ///
+    /// Each turn inserts received transitions as the rate limiter allows (the rest waits, and the full channel
+    /// blocks the actors), runs one update when the limiter allows a sample, publishes weights every
+    /// `publish_every` updates, and reports episodes (with the actor's id) and metrics (with the counters and
+    /// policy lag in `extra`). When neither side can move it waits on the channels (an actor failure wakes it).
+    pub fn run<L>(&mut self, learner: &mut L, until: u64, reporter: &mut dyn Reporter) -> Result<()>
+    where
+        L: Learner<Weights = W, Payload = P>,
+    {
+        if learner.sample_batch() as u64 != self.sample_batch {
+            return Err(AgentError::Config(format!(
+                "the learner samples {} transitions per update but the pool was built for {}",
+                learner.sample_batch(),
+                self.sample_batch
+            )));
+        }
+        let poll = Duration::from_millis(20);
+        loop {
+            self.check_ctrl()?;
+            if self.env_steps_received >= until || reporter.stop_requested() {
+                return Ok(());
+            }
+            let mut progressed = self.insert_pending(learner)?;
+            let want_data = self.pending.is_none() && self.limiter.can_insert(1);
+            if want_data {
+                match self.data_rx.try_recv() {
+                    Ok(b) => {
+                        self.accept(b, reporter);
+                        progressed = true;
+                    }
+                    Err(TryRecvError::Empty) => {}
+                    Err(TryRecvError::Disconnected) => return Err(self.disconnected()),
+                }
+            }
+            if self.limiter.can_sample(self.sample_batch) {
+                learner.update(self.env_steps_received)?;
+                self.limiter.sampled(self.sample_batch);
+                self.updates += 1;
+                if self.updates.is_multiple_of(self.cfg.publish_every) {
+                    let w = learner.weights()?;
+                    self.version = self.cell.publish(w);
+                }
+                progressed = true;
+            }
+            if self.env_steps_received >= self.next_metrics {
+                self.next_metrics = self.env_steps_received + self.cfg.metrics_every;
+                self.report(learner, reporter)?;
+            }
+            if !progressed {
+                if want_data {
+                    select! {
+                        recv(self.data_rx) -> b => match b {
+                            Ok(b) => self.accept(b, reporter),
+                            Err(_) => return Err(self.disconnected()),
+                        },
+                        recv(self.ctrl_rx) -> c => if let Ok(c) = c { self.on_ctrl(c)? },
+                        default(poll) => {}
+                    }
+                } else {
+                    // Unreachable with a validated limiter (one side can always move); wait on failures only.
+                    if let Ok(c) = self.ctrl_rx.recv_timeout(poll) {
+                        self.on_ctrl(c)?;
+                    }
+                }
+            }
+        }
+    }
+
+    fn disconnected(&mut self) -> AgentError {
+        // Every actor is gone; its status message says why.
+        match self.ctrl_rx.recv_timeout(Duration::from_millis(self.cfg.shutdown_timeout_ms)) {
+            Ok(Ctrl::Failed { id, cause }) => self.fail(id, cause),
+            Ok(Ctrl::Exited { id }) => self.fail(id, "stopped before the pool was shut down".into()),
+            Err(_) => self.fail(0, "every actor disconnected without a status".into()),
+        }
+    }
+
+    /// Stops every actor, drains the channel (counting what was in flight as received and discarded) and joins
+    /// the threads. Returns the final counters, or an error naming the actors that did not stop within
+    /// `shutdown_timeout_ms` (their threads are left detached). Calling it again returns the same counters.
+    pub fn shutdown(&mut self) -> Result<CounterSnapshot> {
+        if self.closed {
+            return Ok(self.snapshot());
+        }
+        self.closed = true;
+        self.stop.store(true, Ordering::Release);
+        if let Some((b, i)) = self.pending.take() {
+            self.discarded += (b.len() - i) as u64;
+        }
+        let deadline = Instant::now() + Duration::from_millis(self.cfg.shutdown_timeout_ms);
+        let mut timed_out = false;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.data_rx.recv_timeout(left.min(Duration::from_millis(10))) {
+                Ok(b) => {
+                    self.received += b.len() as u64;
+                    self.discarded += b.len() as u64;
+                    self.env_steps_received += b.env_steps;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    if left.is_zero() {
+                        timed_out = true;
+                        break;
+                    }
+                }
+            }
+        }
+        let mut stuck = Vec::new();
+        for (id, h) in self.handles.iter_mut().enumerate() {
+            if let Some(handle) = h.take() {
+                if handle.is_finished() || !timed_out {
+                    let _ = handle.join();
+                } else {
+                    stuck.push(id);
+                }
+            }
+        }
+        // Keep the first failure reported during shutdown, if none was known yet.
+        while let Ok(c) = self.ctrl_rx.try_recv() {
+            if let (Ctrl::Failed { id, cause }, None) = (c, &self.failure) {
+                self.failure = Some((id, cause));
+            }
+        }
+        if let Some(&id) = stuck.first() {
+            return Err(actor_error(
+                id,
+                format!(
+                    "did not stop within {} ms of shutdown (stuck actors: {stuck:?}); its thread is left detached",
+                    self.cfg.shutdown_timeout_ms
+                ),
+            ));
+        }
+        Ok(self.snapshot())
+    }
+
+    /// The first actor failure seen, as `(actor, cause)`.
+    pub fn failure(&self) -> Option<(usize, &str)> {
+        self.failure.as_ref().map(|(i, c)| (*i, c.as_str()))
+    }
+}
+
+impl<W, P> Drop for ActorPool<W, P> {
+    fn drop(&mut self) {
+        // Stop the actors; do not wait for them (the receiver's drop unblocks their sends).
+        self.stop.store(true, Ordering::Release);
+    }
+}

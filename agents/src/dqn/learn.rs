@@ -1,0 +1,75 @@
+//! The DQN update shared by every observation type: a sampled [`Batch`] (`f32` vectors or `u8` frame stacks) to
+//! tensors, TD targets (plain or Double DQN), loss, backward pass, gradient clipping and the optimiser step.
+//!
+//! Used by `DqnTrainer` (flat `f32` observations) and `pixels::PixelDqnTrainer` (Atari frame
+//! stacks), so both learn with exactly the same code.
+use bellman_replay::Batch;
+use candle_core::{Device, Tensor, Var, WithDType};
+
+use super::config::DqnConfig;
+use super::loss::{self, bootstrap_factors, td_loss, td_targets};
+use super::network::{QNetwork, terr};
+use super::optim::Optim;
+use crate::error::{AgentError, Result};
+
+/// Host-side scratch of one update (reused: no allocation once sized).
+#[derive(Debug, Default)]
+pub(crate) struct UpdateScratch {
+    pub(crate) actions: Vec<u32>,
+    pub(crate) factors: Vec<f32>,
+}
+
+/// What one update leaves for metrics and priorities: the loss (scalar), the Q-values of the taken actions and
+/// the targets (both `[B]`), all on the device.
+pub(crate) struct UpdateOut {
+    pub(crate) loss: Tensor,
+    pub(crate) q_taken: Tensor,
+    pub(crate) targets: Tensor,
+}
+
+/// One gradient update of `online` on `batch` against `target`, with importance weights when `weighted` (PER).
+/// Observations go to the device in their own dtype (`u8` frames stay bytes until the network scales them).
+/// `step` and `update` only label a divergence error.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn td_update<O: WithDType + bellman_replay::Element>(
+    cfg: &DqnConfig,
+    online: &QNetwork,
+    target: &QNetwork,
+    optim: &mut Optim,
+    vars: &[Var],
+    batch: &Batch<O, i64>,
+    weighted: bool,
+    scratch: &mut UpdateScratch,
+    device: &Device,
+    (step, update): (u64, u64),
+) -> Result<UpdateOut> {
+    let b = batch.len();
+    scratch.actions.resize(b, 0);
+    loss::action_indices(&batch.actions, &mut scratch.actions);
+    scratch.factors.resize(b, 0.0);
+    bootstrap_factors(&batch.discounts, &batch.terminated, &mut scratch.factors);
+    let mut shape = vec![b];
+    shape.extend_from_slice(&online.spec().obs_shape);
+    let obs = Tensor::from_slice(&batch.obs, shape.as_slice(), device).map_err(terr)?;
+    let next_obs = Tensor::from_slice(&batch.next_obs, shape.as_slice(), device).map_err(terr)?;
+    let actions = Tensor::from_slice(&scratch.actions, b, device).map_err(terr)?;
+    let rewards = Tensor::from_slice(&batch.rewards, b, device).map_err(terr)?;
+    let factors = Tensor::from_slice(&scratch.factors, b, device).map_err(terr)?;
+    let next_q_target = target.forward(&next_obs).map_err(terr)?.detach();
+    let next_q_online = if cfg.double_dqn { Some(online.forward(&next_obs).map_err(terr)?.detach()) } else { None };
+    let targets = td_targets(&rewards, &factors, &next_q_target, next_q_online.as_ref()).map_err(terr)?;
+    let q = online.forward(&obs).map_err(terr)?;
+    let weights = if weighted { Some(Tensor::from_slice(&batch.weights, b, device).map_err(terr)?) } else { None };
+    let (loss, q_taken) = td_loss(&q, &actions, &targets, weights.as_ref(), cfg.loss).map_err(terr)?;
+    let mut grads = loss.backward().map_err(terr)?;
+    let max_norm = if cfg.max_grad_norm > 0.0 { cfg.max_grad_norm } else { f64::INFINITY };
+    // The norm is always computed: a non-finite gradient stops training before it reaches the weights.
+    optim.clip_and_step(&mut grads, vars, max_norm).map_err(|e| match e {
+        AgentError::Diverged(m) => AgentError::Diverged(format!(
+            "{m} at step {step} (update {update}): lower learning_rate or enable max_grad_norm; the weights are \
+             those of the last good update"
+        )),
+        other => other,
+    })?;
+    Ok(UpdateOut { loss, q_taken, targets })
+}
