@@ -26,15 +26,15 @@ use std::time::Instant;
 
 use bellman_envs::{ActionValue, DynEnv, Space};
 use bellman_replay::{Batch, FlatReplay, FlatStorage, NStep, PrioritizedReplayBuffer, ReplayBuffer, Transition};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
 use serde::{Deserialize, Serialize};
 
 use super::{Actor, ActorBatch, ActorEpisode, ActorPool, Learner, Payload, PoolConfig, RateLimit, apex_epsilon};
-use crate::dqn::loss::{action_indices, bootstrap_factors, td_loss, td_targets};
+use crate::dqn::learn::{UpdateOut, UpdateScratch, td_update};
 use crate::dqn::network::{Arch, CpuMlp, NetSpec, QNetwork, argmax, terr};
-use crate::dqn::optim::{Optim, OptimizerKind, clip_grad_norm};
+use crate::dqn::optim::{Optim, OptimizerKind};
 use crate::dqn::{DqnConfig, EnvFactory, device};
 use crate::error::{AgentError, Result};
 use crate::trainer::{Checkpoint, EnvSetup, EvalResult, Reporter, TrainMetrics, Trainer};
@@ -350,8 +350,7 @@ struct DqnLearner {
     replay: Replay,
     rng: Pcg64,
     batch: Batch<f32, i64>,
-    actions: Vec<u32>,
-    factors: Vec<f32>,
+    scratch: UpdateScratch,
     td: Vec<f32>,
     cpu: CpuMlp,
     updates: u64,
@@ -391,38 +390,21 @@ impl Learner for DqnLearner {
                 r.sample(bs, beta, &mut self.rng, &mut self.batch).map_err(replay_err)?
             }
         }
-        let batch = &self.batch;
-        self.actions.resize(bs, 0);
-        action_indices(&batch.actions, &mut self.actions);
-        self.factors.resize(bs, 0.0);
-        bootstrap_factors(&batch.discounts, &batch.terminated, &mut self.factors);
-        let mut shape = vec![bs];
-        shape.extend_from_slice(&self.online.spec().obs_shape);
-        let dev = &self.device;
-        let obs = Tensor::from_slice(&batch.obs, shape.as_slice(), dev).map_err(terr)?;
-        let next_obs = Tensor::from_slice(&batch.next_obs, shape.as_slice(), dev).map_err(terr)?;
-        let actions = Tensor::from_slice(&self.actions, bs, dev).map_err(terr)?;
-        let rewards = Tensor::from_slice(&batch.rewards, bs, dev).map_err(terr)?;
-        let factors = Tensor::from_slice(&self.factors, bs, dev).map_err(terr)?;
         let per = matches!(self.replay, Replay::Prioritized(_));
-        let weights = if per { Some(Tensor::from_slice(&batch.weights, bs, dev).map_err(terr)?) } else { None };
-        let next_q_target = self.target.forward(&next_obs).map_err(terr)?.detach();
-        let next_q_online =
-            if self.cfg.double_dqn { Some(self.online.forward(&next_obs).map_err(terr)?.detach()) } else { None };
-        let targets = td_targets(&rewards, &factors, &next_q_target, next_q_online.as_ref()).map_err(terr)?;
-        let q = self.online.forward(&obs).map_err(terr)?;
-        let (loss, q_taken) = td_loss(&q, &actions, &targets, weights.as_ref(), self.cfg.loss).map_err(terr)?;
-        let mut grads = loss.backward().map_err(terr)?;
         let vars = self.online.vars();
-        let max_norm = if self.cfg.max_grad_norm > 0.0 { self.cfg.max_grad_norm } else { f64::INFINITY };
-        clip_grad_norm(&mut grads, &vars, max_norm).map_err(|e| match e {
-            AgentError::Diverged(m) => AgentError::Diverged(format!(
-                "{m} at step {env_steps} (update {}): lower learning_rate or enable max_grad_norm",
-                self.updates
-            )),
-            other => other,
-        })?;
-        self.optim.step(&grads)?;
+        // The same TD update as the single-process trainer (crate::dqn::learn).
+        let UpdateOut { loss, q_taken, targets } = td_update(
+            &self.cfg,
+            &self.online,
+            &self.target,
+            &mut self.optim,
+            &vars,
+            &self.batch,
+            per,
+            &mut self.scratch,
+            &self.device,
+            (env_steps, self.updates),
+        )?;
         self.updates += 1;
         let l = loss.to_dtype(DType::F64).and_then(|t| t.to_scalar::<f64>()).map_err(terr)?;
         if !l.is_finite() {
@@ -601,8 +583,7 @@ impl ApexDqnTrainer {
             replay,
             rng: Pcg64::seed_from_u64(seed ^ REPLAY_STREAM),
             batch: Batch::new(),
-            actions: Vec::new(),
-            factors: Vec::new(),
+            scratch: UpdateScratch::default(),
             td: Vec::new(),
             cpu: cpu.clone(),
             updates: 0,

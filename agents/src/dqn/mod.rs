@@ -24,7 +24,7 @@
 //! ```
 pub mod config;
 pub mod device;
-mod learn;
+pub(crate) mod learn;
 pub mod loss;
 pub mod network;
 pub mod optim;
