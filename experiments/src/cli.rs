@@ -263,9 +263,17 @@ fn train_cmd(a: &TrainArgs) -> Result<ExitCode> {
                     .map(|e| format!("eval return {:.2} +- {:.2} over {} episodes", e.mean, e.std, e.episodes))
                     .unwrap_or_else(|| "interrupted".into());
                 let solved = s.solved_at_step.map(|x| format!(", solved at step {x}")).unwrap_or_default();
+                // The best evaluation's weights are checkpoints/best (SB3's EvalCallback best_model): say so when
+                // the final policy is worse, as DQN's often is after solving.
+                let best = match (&s.best_eval, &s.final_eval) {
+                    (Some(b), Some(f)) if b.mean > f.mean => {
+                        format!(", best {:.2} at step {} (checkpoints/best)", b.mean, b.step)
+                    }
+                    _ => String::new(),
+                };
                 if !a.quiet {
                     println!(
-                        "{} seed {}: {} steps in {:.1}s ({:.0} steps/s), {eval}{solved} -> {}",
+                        "{} seed {}: {} steps in {:.1}s ({:.0} steps/s), {eval}{best}{solved} -> {}",
                         s.experiment,
                         s.seed,
                         s.total_steps,
