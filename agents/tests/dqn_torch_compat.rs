@@ -38,7 +38,8 @@ fn checkpoint_loads_into_pytorch_module() {
         if dueling {
             cmd.arg("--dueling");
         }
-        let out = cmd.args(["--obs", &join(&obs), "--expect", &join(&q)]).output().unwrap();
+        // `--key=value`: argparse would read a leading '-' of a negative value as an option.
+        let out = cmd.arg(format!("--obs={}", join(&obs))).arg(format!("--expect={}", join(&q))).output().unwrap();
         assert!(
             out.status.success(),
             "dueling {dueling}: {}\n{}",
