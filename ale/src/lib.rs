@@ -3,7 +3,7 @@
 //! **Licence: GPL-2.0-only** (ALE's). This crate is only compiled and linked with its `link` feature, which
 //! `bellman-envs`' `atari` feature turns on; the default Bellman build contains no GPL code.
 //!
-//! * [`Ale`]: one emulator instance. It is `Send` but not `Sync` (ALE is not thread-safe): use one per thread.
+//! * `Ale` (with the `link` feature): one emulator instance. It is `Send` but not `Sync` (ALE is not thread-safe): use one per thread.
 //! * [`roms`]: finds ROMs at run time (`ALE_ROMS_DIR`, else the installed `ale-py` wheel), never committed.
 //!
 //! The C++ sources come from the `ale-py==0.12.1` sdist (see `build.rs`); every C++ exception is caught in the

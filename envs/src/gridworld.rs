@@ -180,7 +180,7 @@ fn parse_list<T>(v: &str, f: impl Fn(&str) -> Option<T>) -> Option<Vec<T>> {
     v.split([',', ';']).map(|item| f(item.trim())).collect()
 }
 
-/// A grid world from an ASCII map (see the [module docs](self)): implements [`Env`] and [`crate::Mdp`].
+/// A grid world from an ASCII map (see the [module docs](self)): implements [`crate::Env`] and [`crate::Mdp`].
 #[derive(Debug, Clone)]
 pub struct GridWorld {
     core: TabularCore,
