@@ -158,3 +158,40 @@ impl EnvSetup {
         Ok(bellman_envs::Options::parse(&self.options)?)
     }
 }
+
+/// Runs `episodes` episodes of `env` (seeded `seed, seed + 1, ...`) choosing each action with `act` from the
+/// current flat observation, and returns their returns and lengths: the greedy-evaluation loop every agent with
+/// flat observations shares.
+///
+/// ```
+/// use bellman_agents::trainer::evaluate_episodes;
+/// let mut env = bellman_envs::make("CartPole-v1").unwrap();
+/// let r = evaluate_episodes(env.as_mut(), 2, 0, |_obs| Ok(0)).unwrap();
+/// assert_eq!(r.returns.len(), 2);
+/// assert!(r.lengths.iter().all(|&l| l < 500));
+/// ```
+pub fn evaluate_episodes(
+    env: &mut dyn bellman_envs::DynEnv,
+    episodes: usize,
+    seed: u64,
+    mut act: impl FnMut(&[f32]) -> Result<usize>,
+) -> Result<EvalResult> {
+    let mut obs = vec![0.0f32; env.observation_space().flat_dim()];
+    let mut res = EvalResult { returns: Vec::with_capacity(episodes), lengths: Vec::with_capacity(episodes) };
+    for ep in 0..episodes {
+        env.reset_into(Some(seed + ep as u64), &mut obs)?;
+        let (mut ret, mut len) = (0.0, 0u64);
+        loop {
+            let a = act(&obs)?;
+            let out = env.step_into(bellman_envs::ActionValue::Discrete(a), &mut obs)?;
+            ret += out.reward;
+            len += 1;
+            if out.terminated || out.truncated {
+                break;
+            }
+        }
+        res.returns.push(ret);
+        res.lengths.push(len);
+    }
+    Ok(res)
+}

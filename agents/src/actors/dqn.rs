@@ -37,7 +37,7 @@ use crate::dqn::network::{Arch, CpuMlp, NetSpec, QNetwork, argmax, terr};
 use crate::dqn::optim::{Optim, OptimizerKind};
 use crate::dqn::{DqnConfig, EnvFactory, device};
 use crate::error::{AgentError, Result};
-use crate::trainer::{Checkpoint, EnvSetup, EvalResult, Reporter, TrainMetrics, Trainer};
+use crate::trainer::{Checkpoint, EnvSetup, EvalResult, Reporter, TrainMetrics, Trainer, evaluate_episodes};
 
 // Stream constants that split one seed into independent generators (arbitrary odd numbers; the init stream is
 // DQN's, so that the initial weights match the single-process run's).
@@ -465,7 +465,6 @@ pub struct ApexDqnTrainer {
     pool: Option<ActorPool<CpuMlp, FlatTransitions>>,
     eval_env: Option<Box<dyn DynEnv>>,
     eval_net: CpuMlp,
-    obs_dim: usize,
     n_actions: usize,
     restored_steps: u64,
     restored_episodes: u64,
@@ -631,7 +630,6 @@ impl ApexDqnTrainer {
             pool: None,
             eval_env: Some(probe),
             eval_net,
-            obs_dim,
             n_actions,
             restored_steps: 0,
             restored_episodes: 0,
@@ -705,25 +703,10 @@ impl Trainer for ApexDqnTrainer {
 
     fn evaluate(&mut self, episodes: usize, seed: u64) -> Result<EvalResult> {
         self.eval_net.sync_from(&self.learner.online)?;
-        let d = self.obs_dim;
-        let mut obs = vec![0.0f32; d];
-        let mut res = EvalResult { returns: Vec::with_capacity(episodes), lengths: Vec::with_capacity(episodes) };
-        for ep in 0..episodes {
-            self.eval_env()?.reset_into(Some(seed + ep as u64), &mut obs)?;
-            let (mut ret, mut len) = (0.0, 0u64);
-            loop {
-                let a = self.eval_net.act(&obs);
-                let out = self.eval_env()?.step_into(ActionValue::Discrete(a), &mut obs)?;
-                ret += out.reward;
-                len += 1;
-                if out.terminated || out.truncated {
-                    break;
-                }
-            }
-            res.returns.push(ret);
-            res.lengths.push(len);
-        }
-        Ok(res)
+        self.eval_env()?;
+        let net = &mut self.eval_net;
+        let env = self.eval_env.as_mut().ok_or_else(|| AgentError::Unsupported("no evaluation env".into()))?;
+        evaluate_episodes(env.as_mut(), episodes, seed, |obs| Ok(net.act(obs)))
     }
 
     fn checkpoint(&self) -> Result<Checkpoint> {

@@ -34,7 +34,7 @@ pub mod pixels;
 use std::time::Instant;
 
 use bellman_envs::vector::{AutoresetMode, SyncVectorEnv};
-use bellman_envs::{ActionValue, DynEnv, Space};
+use bellman_envs::{DynEnv, Space};
 use bellman_replay::{
     Batch, FlatReplay, FlatStorage, NStep, PrioritizedReplayBuffer, ReplayBuffer, Transition, TransitionSink,
 };
@@ -47,7 +47,9 @@ use network::{Arch, CpuMlp, NetSpec, QNetwork, argmax, terr};
 use optim::{Optim, OptimizerKind};
 
 use crate::error::{AgentError, Result};
-use crate::trainer::{Checkpoint, EnvSetup, EpisodeRecord, EvalResult, Reporter, TrainMetrics, Trainer};
+use crate::trainer::{
+    Checkpoint, EnvSetup, EpisodeRecord, EvalResult, Reporter, TrainMetrics, Trainer, evaluate_episodes,
+};
 
 /// Builds one env instance (for the training vector env and the evaluation env).
 pub type EnvFactory = Box<dyn Fn() -> Result<Box<dyn DynEnv>> + Send>;
@@ -530,26 +532,16 @@ impl Trainer for DqnTrainer {
 
     fn evaluate(&mut self, episodes: usize, seed: u64) -> Result<EvalResult> {
         self.refresh_policy()?;
-        let d = self.obs_dim;
-        let mut obs = vec![0.0f32; d];
-        let mut res = EvalResult { returns: Vec::with_capacity(episodes), lengths: Vec::with_capacity(episodes) };
+        self.eval_env()?;
+        // Taken out while `greedy` borrows the trainer; put back whatever the result.
+        let mut env = self.eval_env.take().ok_or_else(|| AgentError::Unsupported("no evaluation env".into()))?;
         let mut act = [0usize];
-        for ep in 0..episodes {
-            self.eval_env()?.reset_into(Some(seed + ep as u64), &mut obs)?;
-            let (mut ret, mut len) = (0.0, 0u64);
-            loop {
-                self.greedy(&obs, &mut act)?;
-                let out = self.eval_env()?.step_into(ActionValue::Discrete(act[0]), &mut obs)?;
-                ret += out.reward;
-                len += 1;
-                if out.terminated || out.truncated {
-                    break;
-                }
-            }
-            res.returns.push(ret);
-            res.lengths.push(len);
-        }
-        Ok(res)
+        let res = evaluate_episodes(env.as_mut(), episodes, seed, |obs| {
+            self.greedy(obs, &mut act)?;
+            Ok(act[0])
+        });
+        self.eval_env = Some(env);
+        res
     }
 
     fn checkpoint(&self) -> Result<Checkpoint> {
