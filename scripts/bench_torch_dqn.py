@@ -5,8 +5,12 @@ update of the CartPole MLP 4-64-64-2 (batch 128 and 64; and 4-256-256-2 at batch
 
 The update is SB3's DQN.train step: target max under no_grad, Huber loss, Adam, clip_grad_norm_(10).
 
-    python3 scripts/bench_torch_dqn.py
+    python3 scripts/bench_torch_dqn.py                 # CPU, one thread (docs/BENCHMARKS.md)
+    python3 scripts/bench_torch_dqn.py --device cuda   # GPU (docs/GPU.md; compare `bellman bench dqn --device cuda`)
+
+On CUDA every timed iteration ends with torch.cuda.synchronize(), as `bellman bench dqn` reads the gradient norm back.
 """
+import argparse
 import statistics
 import time
 
@@ -15,6 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 
 torch.set_num_threads(1)
+DEV = torch.device("cpu")
+
+
+def sync():
+    if DEV.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def mlp(hidden, obs=4, actions=2):
@@ -34,10 +44,12 @@ def nature_cnn(actions=6):
 def median_us(fn, iters, warmup=20):
     for _ in range(warmup):
         fn()
+    sync()
     ts = []
     for _ in range(iters):
         t = time.perf_counter()
         fn()
+        sync()
         ts.append(time.perf_counter() - t)
     return statistics.median(ts) * 1e6
 
@@ -45,11 +57,13 @@ def median_us(fn, iters, warmup=20):
 def update_fn(online, target, obs, next_obs, actions, rewards, dones, scale=None):
     opt = torch.optim.Adam(online.parameters(), lr=1e-4)
 
+    # The batch lives on the host, as a replay buffer's sample does (SB3 moves it with torch.as_tensor(device)).
     def step():
-        o, n = (obs.float() * scale, next_obs.float() * scale) if scale else (obs, next_obs)
+        o, n, a, r, d = (t.to(DEV) for t in (obs, next_obs, actions, rewards, dones))
+        o, n = (o.float() * scale, n.float() * scale) if scale else (o, n)
         with torch.no_grad():
-            y = rewards + 0.99 * (1 - dones) * target(n).max(dim=1).values
-        q = online(o).gather(1, actions).squeeze(1)
+            y = r + 0.99 * (1 - d) * target(n).max(dim=1).values
+        q = online(o).gather(1, a).squeeze(1)
         loss = F.smooth_l1_loss(q, y)
         opt.zero_grad()
         loss.backward()
@@ -60,22 +74,27 @@ def update_fn(online, target, obs, next_obs, actions, rewards, dones, scale=None
 
 
 def main():
+    global DEV
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    DEV = torch.device(ap.parse_args().device)
+    print(f"device {DEV}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     torch.manual_seed(0)
     for name, hidden, b in [("mlp64_update_b128", [64, 64], 128), ("mlp64_update_b64", [64, 64], 64),
                             ("mlp256_update_b64", [256, 256], 64)]:
-        online, target = mlp(hidden), mlp(hidden)
+        online, target = mlp(hidden).to(DEV), mlp(hidden).to(DEV)
         f = update_fn(online, target, torch.randn(b, 4), torch.randn(b, 4), torch.randint(0, 2, (b, 1)),
                       torch.randn(b), torch.zeros(b))
         print(f"{name}: {median_us(f, 2000):.1f} us")
-    net = mlp([64, 64])
+    net = mlp([64, 64]).to(DEV)
     x = torch.randn(4)
 
     def act():
         with torch.no_grad():
-            return int(net(torch.as_tensor(x).unsqueeze(0)).argmax(dim=1)[0])
+            return int(net(torch.as_tensor(x).unsqueeze(0).to(DEV)).argmax(dim=1)[0])
 
     print(f"act_b1: {median_us(act, 20000):.2f} us")
-    online, target = nature_cnn(), nature_cnn()
+    online, target = nature_cnn().to(DEV), nature_cnn().to(DEV)
     b = 32
     frames = torch.randint(0, 256, (b, 4, 84, 84), dtype=torch.uint8)
     f = update_fn(online, target, frames, frames, torch.randint(0, 6, (b, 1)), torch.randn(b), torch.zeros(b),

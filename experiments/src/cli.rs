@@ -45,6 +45,9 @@ pub enum Command {
     /// Show or list experiment configs.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Measure speed: `bellman bench dqn --device cuda` times DQN updates and action selection.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     Completions {
         /// The shell.
@@ -187,6 +190,25 @@ pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
     let bad = || format!("'{s}': expected WIDTHxHEIGHT, e.g. 1024x640");
     let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
     Ok((w.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?))
+}
+
+/// Subcommands of `bellman bench`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Time one DQN gradient update (CartPole MLPs, Nature CNN) and one greedy action on a device; prints medians
+    /// in microseconds. Compare with `scripts/bench_torch_dqn.py` (same workloads in PyTorch). On the CPU, set
+    /// `RAYON_NUM_THREADS=1` for the one-thread figures of docs/BENCHMARKS.md.
+    Dqn {
+        /// Device: cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu", value_parser = parse_device)]
+        device: String,
+        /// Timed iterations of each workload (default: 2000 for MLP updates, 20000 for actions, 30 for the CNN).
+        #[arg(long)]
+        iters: Option<usize>,
+        /// Only these workloads (comma-separated names as printed), all by default.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
 }
 
 /// `bellman config ...`.
@@ -383,11 +405,36 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 say(n)?;
             }
         }
+        Command::Bench(BenchCommand::Dqn { device, iters, only }) => bench_dqn_cmd(&device, iters, &only)?,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "bellman", &mut std::io::stdout());
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn bench_dqn_cmd(device: &str, iters: Option<usize>, only: &[String]) -> Result<()> {
+    use bellman_agents::dqn::speed::{Workload, measure};
+    let names: Vec<&str> = Workload::ALL.iter().map(|w| w.name()).collect();
+    if let Some(bad) = only.iter().find(|o| !names.contains(&o.as_str())) {
+        anyhow::bail!("unknown workload '{bad}'; known: {}", names.join(", "));
+    }
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "?".into());
+    say(format_args!("device {device}, RAYON_NUM_THREADS={threads}"))?;
+    say(format_args!("{:<24} {:>12} {:>12} {:>12} {:>7}", "workload", "median_us", "mean_us", "max_us", "iters"))?;
+    for w in Workload::ALL.into_iter().filter(|w| only.is_empty() || only.iter().any(|o| o == w.name())) {
+        let t = measure(w, device, iters.unwrap_or(w.default_iters()))
+            .with_context(|| format!("benchmark {} on {device}", w.name()))?;
+        say(format_args!(
+            "{:<24} {:>12.1} {:>12.1} {:>12.1} {:>7}",
+            w.name(),
+            t.median_us,
+            t.mean_us,
+            t.max_us,
+            t.iters
+        ))?;
+    }
+    Ok(())
 }
 
 /// Entry point of the `bellman` binary: parses the arguments, runs, prints `error: ...` on failure.

@@ -28,6 +28,7 @@ pub(crate) mod learn;
 pub mod loss;
 pub mod network;
 pub mod optim;
+pub mod speed;
 #[cfg(feature = "atari")]
 pub mod pixels;
 
