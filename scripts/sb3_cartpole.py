@@ -43,22 +43,24 @@ class EvalTimer(BaseCallback):
         self.eval_env = gym.make("CartPole-v1")
         self.eval_seed = seed + seed_offset
         self.train_time = 0.0
-        self.t0 = None
+        self.train_cpu = 0.0  # process CPU seconds, for comparisons on a loaded machine
+        self.t0 = self.c0 = None
         self.solved = None
         self.curve = []
 
     def _on_training_start(self):
-        self.t0 = time.perf_counter()
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
 
     def _on_step(self):
         if self.num_timesteps % self.every == 0:
             self.train_time += time.perf_counter() - self.t0
+            self.train_cpu += time.process_time() - self.c0
             self.eval_env.reset(seed=self.eval_seed)
             mean, _ = evaluate_policy(self.model, self.eval_env, n_eval_episodes=self.episodes, deterministic=True)
             self.curve.append((self.num_timesteps, mean))
             if mean >= 475 and self.solved is None:
-                self.solved = (self.num_timesteps, self.train_time)
-            self.t0 = time.perf_counter()
+                self.solved = (self.num_timesteps, self.train_time, self.train_cpu)
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
         return True
 
 
@@ -79,14 +81,15 @@ def main():
         t = time.perf_counter()
         model.learn(total_timesteps=a.steps, callback=cb)
         total = time.perf_counter() - t
-        print(f"seed {seed}: learn() {total:.1f}s (with evals), train {cb.train_time:.1f}s, "
-              f"first >= 475 (step, train s) {cb.solved}, evals {[round(m) for _, m in cb.curve]}", flush=True)
+        print(f"seed {seed}: learn() {total:.1f}s (with evals), train {cb.train_time:.1f}s "
+              f"({cb.train_cpu:.1f} CPU s), first >= 475 (step, train s, train CPU s) {cb.solved}, evals {[round(m) for _, m in cb.curve]}", flush=True)
         if cb.solved:
             solved.append(cb.solved)
     n = hi - lo + 1
     if solved:
-        print(f"solved {len(solved)}/{n}; median step {statistics.median(s for s, _ in solved)}, "
-              f"median train seconds to solved {statistics.median(t for _, t in solved):.1f}")
+        print(f"solved {len(solved)}/{n}; median step {statistics.median(s[0] for s in solved)}, "
+              f"median train seconds to solved {statistics.median(s[1] for s in solved):.1f} "
+              f"({statistics.median(s[2] for s in solved):.1f} CPU s)")
     else:
         print(f"solved 0/{n}")
 

@@ -227,12 +227,19 @@ pub enum ConfigCommand {
 }
 
 /// Installs a Ctrl-C handler: the first press sets `stop` (runs end at the next safe point with a final
-/// checkpoint), the second exits at once with status 130.
+/// checkpoint), a second one at least a second later exits at once with status 130. A second SIGINT within the
+/// same second is ignored: `timeout -s INT` (GNU coreutils) signals the child and then its whole process group,
+/// so one timeout would otherwise abort the run without its final checkpoint (seen on the GPU machine).
 pub fn install_ctrlc(stop: Arc<AtomicBool>) -> Result<()> {
+    let first = std::sync::OnceLock::<std::time::Instant>::new();
     ctrlc::set_handler(move || {
         if stop.swap(true, Ordering::SeqCst) {
+            if first.get().is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1)) {
+                return;
+            }
             std::process::exit(130);
         }
+        let _ = first.set(std::time::Instant::now());
         eprintln!("\nstopping at the next safe point (Ctrl-C again to abort at once)");
     })
     .context("cannot install the Ctrl-C handler")
