@@ -133,8 +133,11 @@ fn target_dir(out: &Path) -> Option<PathBuf> {
     out.ancestors().find(|a| a.file_name().is_some_and(|n| n == "build")).and_then(|b| {
         let profile_dir = b.parent()?;
         let t = profile_dir.parent()?;
-        // A cross build has one more level (<target>/<triple>/<profile>).
-        Some(if t.join("CACHEDIR.TAG").exists() { t.to_path_buf() } else { t.parent().unwrap_or(t).to_path_buf() })
+        // A build with an explicit `--target` has one more level (<target>/<triple>/<profile>). (CACHEDIR.TAG is
+        // not a test: a fresh CARGO_TARGET_DIR has none yet, which once put the cache beside it.)
+        let triple = env::var("TARGET").unwrap_or_default();
+        let cross = !triple.is_empty() && t.file_name().is_some_and(|n| n == triple.as_str());
+        Some(if cross { t.parent().unwrap_or(t).to_path_buf() } else { t.to_path_buf() })
     })
 }
 
