@@ -15,10 +15,17 @@
 //! **Cost.** With one-step transitions (or n-step ones with `n < stack`), each push stores one new frame, plus
 //! one or two per episode start. The frame ring holds `capacity + capacity / 32` frames (at least `capacity +
 //! 4 * stack`); if frames run out (very short episodes), the oldest transitions are dropped early, so `len()` may
-//! stay a little below `capacity`. 1,000,000 Atari transitions take about 7.4 GB.
+//! stay a little below `capacity`. 1,000,000 Atari transitions take about 7.4 GB. On Linux the ring is advised for
+//! transparent huge pages (`madvise`), which makes the scattered reads of sampling cheaper.
 //!
 //! **Streams.** Frames are matched against the recent frames of the same env (`push_from(env, ..)`, or row `i` of
 //! `push_batch`), so parallel envs never mix. Pushing all envs as env 0 stays correct but stores more frames.
+//! Saved files hold this per-env history too, so a reloaded storage stores, drops and samples exactly as the
+//! original would have.
+//!
+//! **Sampling.** `sample` rebuilds both stacks of every row into a [`Batch`] (`2 * stack` frames per row);
+//! `sample_window` writes the frames a row needs once into a [`WindowBatch`] (`stack + 1` frames per row for
+//! one-step transitions), from which both stacks are views.
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::ops::Range;
@@ -27,6 +34,7 @@ use crate::element::Element;
 use crate::error::{Result, invalid};
 use crate::storage::{Storage, check_len, check_scalars};
 use crate::transition::{Batch, Transition};
+use crate::window::{WindowBatch, shift_mask};
 
 /// Recent frame ids remembered per env for matching (covers stacks up to 16 and n-step up to 32).
 const HISTORY: usize = 64;
@@ -85,6 +93,32 @@ pub struct FrameStackStorage<A> {
     scratch: Vec<u64>,
 }
 
+/// Asks Linux to back `buf` (the frame ring: gigabytes, read at random) with 2 MiB transparent huge pages. A sampled
+/// batch touches hundreds of scattered 4 KiB pages, each a TLB miss (a nested page walk in a VM); with huge pages,
+/// `sample_window` of 32 from a full 1M ring took 146-152 us instead of 160 us on the dev box (docs/BENCHMARKS.md).
+/// Only a hint (`madvise(2)`, `MADV_HUGEPAGE`; effective when `/sys/kernel/mm/transparent_hugepage/enabled` is
+/// `madvise` or `always`): contents and results are unchanged, and a refusal is ignored.
+fn advise_huge_pages(buf: &[u8]) {
+    #[cfg(target_os = "linux")]
+    {
+        // The PMD huge-page size of x86-64 and of AArch64 with 4 KiB pages (Linux `Documentation/admin-guide/mm/
+        // transhuge.rst`); rings smaller than 16 of them are left alone.
+        const HUGE: usize = 2 << 20;
+        let start = buf.as_ptr() as usize;
+        let lo = start.div_ceil(HUGE) * HUGE;
+        let hi = (start + buf.len()) / HUGE * HUGE;
+        if hi >= lo + 16 * HUGE {
+            let ptr = buf.as_ptr().wrapping_add(lo - start) as *mut libc::c_void;
+            // SAFETY: [lo, hi) is inside `buf`, an allocation this storage owns for its whole life; MADV_HUGEPAGE
+            // changes only how the kernel backs those pages, never their contents or validity, and its result
+            // (an error where THP is unavailable) can be ignored.
+            let _ = unsafe { libc::madvise(ptr, hi - lo, libc::MADV_HUGEPAGE) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = buf;
+}
+
 /// A fast content fingerprint of a frame (four independent multiply-xor lanes over 8-byte words; the constant
 /// is the 64-bit golden ratio of Fibonacci hashing, Knuth TAOCP vol. 3, 6.4).
 fn fingerprint(frame: &[u8]) -> u64 {
@@ -121,10 +155,15 @@ impl<A: Element> FrameStackStorage<A> {
         if action_dim == 0 {
             return Err(invalid("action_dim 0: an action has at least 1 element"));
         }
-        let frame_cap = capacity + (capacity / 32).max(4 * stack);
-        let bytes = frame_cap.checked_mul(frame_len).ok_or_else(|| invalid("frame ring size overflows usize"))?;
+        let overflow = || invalid(format!("capacity {capacity}: the storage size overflows usize"));
+        let frame_cap = capacity.checked_add((capacity / 32).max(4 * stack)).ok_or_else(overflow)?;
+        let bytes = frame_cap.checked_mul(frame_len).ok_or_else(overflow)?;
+        let n_ids = capacity.checked_mul(2 * stack).ok_or_else(overflow)?;
+        let n_actions = capacity.checked_mul(action_dim).ok_or_else(overflow)?;
         let mut obs_shape = vec![stack];
         obs_shape.extend_from_slice(frame_shape);
+        let frames = vec![0u8; bytes];
+        advise_huge_pages(&frames);
         Ok(FrameStackStorage {
             capacity,
             stack,
@@ -133,12 +172,12 @@ impl<A: Element> FrameStackStorage<A> {
             frame_len,
             action_dim,
             frame_cap,
-            frames: vec![0u8; bytes],
+            frames,
             fingerprints: vec![0; frame_cap],
             frames_total: 0,
-            ids: vec![0; capacity * 2 * stack],
+            ids: vec![0; n_ids],
             min_frame: vec![0; capacity],
-            actions: vec![A::default(); capacity * action_dim],
+            actions: vec![A::default(); n_actions],
             rewards: vec![0.0; capacity],
             terminated: vec![false; capacity],
             truncated: vec![false; capacity],
@@ -184,6 +223,45 @@ impl<A: Element> FrameStackStorage<A> {
     /// Size of the frame ring, in frames.
     pub fn frame_capacity(&self) -> usize {
         self.frame_cap
+    }
+
+    /// Copies the transitions in `w.indices` (live slots, unchecked as in [`Storage::gather`]) into `w` in window
+    /// layout: the smallest shift shared by every row, then `stack + shift` frames per row (see
+    /// [`WindowBatch`]).
+    pub(crate) fn gather_window(&self, w: &mut WindowBatch<A>) {
+        let (k, fl, ad) = (self.stack, self.frame_len, self.action_dim);
+        // Bits 1..=k: the shifts every row so far allows.
+        let mut mask = ((1u32 << (k + 1)) - 1) & !1;
+        for &i in &w.indices {
+            let ids = &self.ids[i * 2 * k..(i + 1) * 2 * k];
+            mask &= shift_mask(&ids[..k], &ids[k..]);
+            if mask == 1 << k {
+                break;
+            }
+        }
+        let s = mask.trailing_zeros() as usize;
+        let width = k + s;
+        (w.shift, w.width) = (s, width);
+        let n = w.indices.len();
+        w.frames.resize(n * width * fl, 0);
+        for (r, &i) in w.indices.iter().enumerate() {
+            let ids = &self.ids[i * 2 * k..(i + 1) * 2 * k];
+            let row = &mut w.frames[r * width * fl..(r + 1) * width * fl];
+            // obs = window[0..k], and the last s frames of next_obs complete window[s..s + k].
+            for (dst, &id) in row.chunks_exact_mut(fl).zip(ids[..k].iter().chain(&ids[2 * k - s..])) {
+                dst.copy_from_slice(self.frame(id));
+            }
+            w.actions[r * ad..(r + 1) * ad].copy_from_slice(&self.actions[i * ad..(i + 1) * ad]);
+            w.rewards[r] = self.rewards[i];
+            w.terminated[r] = self.terminated[i];
+            w.truncated[r] = self.truncated[i];
+            w.discounts[r] = self.discounts[i];
+        }
+    }
+
+    /// Bytes per frame.
+    pub fn frame_len(&self) -> usize {
+        self.frame_len
     }
 
     fn frame(&self, id: u64) -> &[u8] {
@@ -387,36 +465,57 @@ impl<A: Element> Storage for FrameStackStorage<A> {
             put_u64(w, x)?;
         }
         w.write_all(&self.frames)?;
-        for v in [&self.ids, &self.min_frame] {
-            for &x in v.iter() {
-                put_u64(w, x)?;
-            }
-        }
+        self.ids.iter().try_for_each(|&x| put_u64(w, x))?;
         A::write_slice(&self.actions, w)?;
         f32::write_slice(&self.rewards, w)?;
         f32::write_slice(&self.discounts, w)?;
         put_bools(w, &self.terminated)?;
-        put_bools(w, &self.truncated)
+        put_bools(w, &self.truncated)?;
+        // The per-env frame history that new pushes are matched against (format version 2).
+        put_u64(w, self.streams.len() as u64)?;
+        for st in &self.streams {
+            put_u64(w, st.hist.len() as u64)?;
+            st.hist.iter().try_for_each(|&x| put_u64(w, x))?;
+            for ids in [&st.prev_obs, &st.prev_next] {
+                put_u64(w, ids.len() as u64)?;
+                ids.iter().try_for_each(|&x| put_u64(w, x))?;
+            }
+        }
+        Ok(())
     }
-    fn read_state(r: &mut dyn Read) -> std::result::Result<Self, String> {
-        use crate::io::{get_bools, get_u64, get_usize, io_msg};
+    fn read_state(r: &mut dyn Read, avail: u64) -> std::result::Result<Self, String> {
+        use crate::io::{check_fits, get_bools, get_u64, get_usize, io_msg};
         let (capacity, stack, action_dim, ndim) = (get_usize(r)?, get_usize(r)?, get_usize(r)?, get_usize(r)?);
         if ndim > 16 {
             return Err(format!("frame rank {ndim} is implausible (at most 16)"));
         }
         let shape = (0..ndim).map(|_| get_usize(r)).collect::<std::result::Result<Vec<_>, _>>()?;
+        // Bytes of the body after the shape, as written above (the frame history at its smallest, 8 bytes).
+        let need = (|| {
+            let (cap, k) = (capacity as u64, stack as u64);
+            let fl = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64))?;
+            let frame_cap = cap.checked_add((cap / 32).max(k.checked_mul(4)?))?;
+            let row = k.checked_mul(16)?.checked_add((action_dim as u64).checked_mul(A::SIZE as u64)?)?;
+            frame_cap.checked_mul(fl)?.checked_add(cap.checked_mul(row.checked_add(4 + 4 + 1 + 1)?)?)?.checked_add(32)
+        })();
+        let head = (4 + ndim as u64) * 8;
+        check_fits(
+            || format!("capacity {capacity}, stack {stack}, frame shape {shape:?}, action_dim {action_dim}"),
+            need,
+            avail.saturating_sub(head),
+        )?;
         let mut s = FrameStackStorage::new(capacity, stack, &shape, action_dim).map_err(|e| e.to_string())?;
         let (lo, total, frames_total) = (get_u64(r)?, get_u64(r)?, get_u64(r)?);
         if lo > total || total - lo > capacity as u64 {
             return Err(format!("live range {lo}..{total} does not fit capacity {capacity}"));
         }
+        if total.max(frames_total) > crate::io::MAX_COUNT {
+            return Err(format!("counters ({total} pushes, {frames_total} frames) are implausible: corrupt file"));
+        }
         (s.lo, s.total, s.frames_total) = (lo, total, frames_total);
         r.read_exact(&mut s.frames).map_err(io_msg)?;
         for i in 0..s.ids.len() {
             s.ids[i] = get_u64(r)?;
-        }
-        for i in 0..s.min_frame.len() {
-            s.min_frame[i] = get_u64(r)?;
         }
         A::read_slice(r, &mut s.actions).map_err(io_msg)?;
         f32::read_slice(r, &mut s.rewards).map_err(io_msg)?;
@@ -424,20 +523,59 @@ impl<A: Element> Storage for FrameStackStorage<A> {
         get_bools(r, &mut s.terminated)?;
         get_bools(r, &mut s.truncated)?;
         let (k, fc) = (s.stack, s.frame_cap as u64);
+        let held = |id: u64| id < frames_total && id + fc >= frames_total;
         for t in lo..total {
             let slot = (t % capacity as u64) as usize;
-            for &id in &s.ids[slot * 2 * k..(slot + 1) * 2 * k] {
-                if id >= frames_total || id + fc < frames_total {
-                    return Err(format!(
-                        "transition {t} refers to frame {id}, not held (frames written: {frames_total})"
-                    ));
-                }
+            let ids = &s.ids[slot * 2 * k..(slot + 1) * 2 * k];
+            if let Some(&id) = ids.iter().find(|&&id| !held(id)) {
+                return Err(format!(
+                    "transition {t} refers to frame {id}, not held (frames written: {frames_total}, ring of {fc})"
+                ));
             }
-            let m = s.min_frame[slot];
+            let m = ids.iter().copied().min().unwrap_or(0);
+            s.min_frame[slot] = m;
             while s.window.back().is_some_and(|&(_, b)| b >= m) {
                 s.window.pop_back();
             }
             s.window.push_back((t, m));
+        }
+        crate::io::check_scalars_loaded(s.live().map(|t| (t % capacity as u64) as usize), &s.rewards, &s.discounts)?;
+        let n_streams = get_u64(r)?;
+        if n_streams > 1 << 16 {
+            return Err(format!("{n_streams} env streams in the frame history: at most 65536"));
+        }
+        for e in 0..n_streams as usize {
+            let mut st = Stream::default();
+            let mut read_ids = |what: &str, max: usize, out: &mut Vec<u64>| -> std::result::Result<(), String> {
+                let n = get_u64(r)?;
+                if n > max as u64 {
+                    return Err(format!("env {e}: {n} ids in its {what}, at most {max}"));
+                }
+                for _ in 0..n {
+                    let id = get_u64(r)?;
+                    if id >= frames_total {
+                        return Err(format!("env {e}: {what} refers to frame {id}, not written ({frames_total})"));
+                    }
+                    out.push(id);
+                }
+                Ok(())
+            };
+            let mut hist = Vec::new();
+            read_ids("frame history", HISTORY, &mut hist)?;
+            read_ids("last observation", k, &mut st.prev_obs)?;
+            read_ids("last next observation", k, &mut st.prev_next)?;
+            if hist.windows(2).any(|p| p[0] >= p[1]) {
+                return Err(format!("env {e}: frame history {hist:?} is not increasing"));
+            }
+            if ![0, k].contains(&st.prev_obs.len()) || st.prev_next.len() != st.prev_obs.len() {
+                return Err(format!(
+                    "env {e}: last stacks of {} and {} frames, expected 0 or {k} each",
+                    st.prev_obs.len(),
+                    st.prev_next.len()
+                ));
+            }
+            st.hist = hist.into();
+            s.streams.push(st);
         }
         for i in 0..s.frames_stored() {
             let fp = fingerprint(&s.frames[i * s.frame_len..(i + 1) * s.frame_len]);

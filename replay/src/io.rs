@@ -3,6 +3,14 @@
 //! Layout (all integers little-endian): magic `BELLRPLY`, format version `u32`, buffer kind (`u8` length +
 //! UTF-8: `uniform` or `prioritized`), storage kind (`flat` or `frames`), observation and action element codes
 //! (`u8` each), the storage state, the sampler state, and the end marker `END!`. Nothing may follow.
+//!
+//! Loading trusts nothing: sizes read from a header are checked against the bytes left in the file before
+//! anything is allocated (a header claiming a capacity of 10^12 is an error, not an allocation failure), and
+//! every stored index, flag, reward, discount and priority is validated.
+//!
+//! Version 2 (this one) adds the per-env frame history of [`crate::FrameStackStorage`] (the recent frame ids
+//! that new pushes are matched against), so a reloaded frame buffer stores and drops exactly the frames the
+//! original would have; version 1 files are refused.
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -14,8 +22,46 @@ use crate::storage::Storage;
 /// Magic bytes at the start of every saved buffer.
 pub const MAGIC: &[u8; 8] = b"BELLRPLY";
 /// Current format version; a file of any other version is refused.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const END: &[u8; 4] = b"END!";
+/// Largest push or frame counter a loaded file may hold (2^62: centuries of pushes at any rate, and far from
+/// overflowing the counters).
+pub(crate) const MAX_COUNT: u64 = 1 << 62;
+
+/// Checks, before anything is allocated, that the `need` bytes (`None`: the size overflows) that a header's
+/// sizes imply fit in the `avail` bytes left in the file; `claim` describes the header for the message.
+pub(crate) fn check_fits(
+    claim: impl FnOnce() -> String,
+    need: Option<u64>,
+    avail: u64,
+) -> std::result::Result<(), String> {
+    match need {
+        Some(n) if n <= avail => Ok(()),
+        Some(n) => Err(format!(
+            "header claims {}, which needs {n} bytes, but only {avail} bytes remain in the file: it is truncated or \
+             corrupt",
+            claim()
+        )),
+        None => Err(format!("header claims {}, whose size overflows: corrupt file", claim())),
+    }
+}
+
+/// Checks the reward and discount of each live slot (what `push` guarantees).
+pub(crate) fn check_scalars_loaded(
+    slots: impl Iterator<Item = usize>,
+    rewards: &[f32],
+    discounts: &[f32],
+) -> std::result::Result<(), String> {
+    for i in slots {
+        if !rewards[i].is_finite() {
+            return Err(format!("reward {} of slot {i} is not finite: corrupt file", rewards[i]));
+        }
+        if !(0.0..=1.0).contains(&discounts[i]) {
+            return Err(format!("discount {} of slot {i} is outside [0, 1]: corrupt file", discounts[i]));
+        }
+    }
+    Ok(())
+}
 
 pub(crate) fn io_msg(e: std::io::Error) -> String {
     if e.kind() == std::io::ErrorKind::UnexpectedEof { "file is truncated".to_string() } else { e.to_string() }
@@ -117,7 +163,9 @@ pub(crate) fn load<S: Storage, T>(
     extra: impl FnOnce(&mut dyn Read, S) -> std::result::Result<T, String>,
 ) -> Result<T> {
     let fmt = |msg: String| ReplayError::Format { path: path.to_path_buf(), msg };
-    let f = File::open(path).map_err(|source| ReplayError::Io { path: path.to_path_buf(), source })?;
+    let io_err = |source| ReplayError::Io { path: path.to_path_buf(), source };
+    let f = File::open(path).map_err(io_err)?;
+    let file_len = f.metadata().map_err(io_err)?.len();
     let mut r = BufReader::with_capacity(1 << 20, f);
     let mut magic = [0u8; 8];
     r.read_exact(&mut magic).map_err(|e| fmt(io_msg(e)))?;
@@ -149,7 +197,8 @@ pub(crate) fn load<S: Storage, T>(
             S::Act::NAME
         )));
     }
-    let storage = S::read_state(&mut r).map_err(fmt)?;
+    let header = (MAGIC.len() + 4 + 1 + kind.len() + 1 + skind.len() + 2) as u64;
+    let storage = S::read_state(&mut r, file_len.saturating_sub(header)).map_err(fmt)?;
     let out = extra(&mut r, storage).map_err(fmt)?;
     let mut end = [0u8; 4];
     r.read_exact(&mut end).map_err(|e| fmt(io_msg(e)))?;

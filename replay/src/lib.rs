@@ -1,7 +1,8 @@
 //! bellman-replay: experience replay for off-policy RL, in plain arrays (no envs, no tensors).
 //!
 //! * [`ReplayBuffer`]: uniform sampling (DQN) over a [`Storage`]: [`FlatStorage`] (any fixed observation shape,
-//!   `f32` or `u8`) or [`FrameStackStorage`] (Atari frame stacks, each frame stored once).
+//!   `f32` or `u8`) or [`FrameStackStorage`] (Atari frame stacks, each frame stored once; sampled into a
+//!   [`Batch`] of full stacks or a [`WindowBatch`] that writes each frame a transition needs once).
 //! * [`PrioritizedReplayBuffer`]: proportional prioritised replay (Schaul et al. 2016) on a [`SumTree`] and a
 //!   [`MinTree`].
 //! * [`NStep`]: n-step returns in front of any buffer, for several parallel envs.
@@ -36,6 +37,7 @@ pub mod storage;
 pub mod transition;
 pub mod tree;
 pub mod uniform;
+pub mod window;
 
 pub use element::Element;
 pub use error::{ReplayError, Result};
@@ -46,3 +48,4 @@ pub use storage::{FlatStorage, Storage};
 pub use transition::{Batch, Transition, TransitionBatch};
 pub use tree::{MinTree, SumTree};
 pub use uniform::{FlatReplay, FrameReplay, ReplayBuffer};
+pub use window::WindowBatch;

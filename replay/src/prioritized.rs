@@ -4,10 +4,13 @@ use std::path::Path;
 
 use rand::Rng;
 
+use crate::element::Element;
 use crate::error::{ReplayError, Result, invalid};
+use crate::frames::FrameStackStorage;
 use crate::storage::Storage;
 use crate::transition::{Batch, Transition, TransitionBatch};
 use crate::tree::{MinTree, SumTree};
+use crate::window::WindowBatch;
 
 /// A prioritised replay buffer over any [`Storage`].
 ///
@@ -188,6 +191,14 @@ impl<S: Storage> PrioritizedReplayBuffer<S> {
         rng: &mut R,
         batch: &mut Batch<S::Obs, S::Act>,
     ) -> Result<()> {
+        self.check_sample(batch_size, beta)?;
+        batch.resize(batch_size, self.storage.obs_len(), self.storage.action_dim());
+        self.draw(beta, rng, &mut batch.scratch, &mut batch.indices, &mut batch.weights);
+        self.storage.gather(batch);
+        Ok(())
+    }
+
+    fn check_sample(&self, batch_size: usize, beta: f64) -> Result<()> {
         if batch_size == 0 {
             return Err(invalid("batch_size 0: sample at least 1 transition"));
         }
@@ -197,21 +208,31 @@ impl<S: Storage> PrioritizedReplayBuffer<S> {
         if self.storage.is_empty() {
             return Err(ReplayError::Empty);
         }
-        batch.resize(batch_size, self.storage.obs_len(), self.storage.action_dim());
+        Ok(())
+    }
+
+    /// Stratified draw of `indices.len()` slots with their importance weights (the buffer is not empty).
+    fn draw<R: Rng + ?Sized>(
+        &self,
+        beta: f64,
+        rng: &mut R,
+        scratch: &mut Vec<f64>,
+        indices: &mut [usize],
+        weights: &mut [f32],
+    ) {
+        let n = indices.len();
         let total = self.sum.total();
         let p_min = self.min.min();
-        let seg = total / batch_size as f64;
-        batch.scratch.resize(batch_size, 0.0);
-        for (k, u) in batch.scratch.iter_mut().enumerate() {
+        let seg = total / n as f64;
+        scratch.resize(n, 0.0);
+        for (k, u) in scratch.iter_mut().enumerate() {
             *u = ((k as f64 + rng.random::<f64>()) * seg).min(total);
         }
-        self.sum.find_prefix_many(&mut batch.scratch, &mut batch.indices);
-        for (&i, w) in batch.indices.iter().zip(batch.weights.iter_mut()) {
+        self.sum.find_prefix_many(scratch, indices);
+        for (&i, w) in indices.iter().zip(weights.iter_mut()) {
             // (N P(i))^-beta / (N P_min)^-beta = (p_i / p_min)^-beta
             *w = (self.sum.get(i) / p_min).powf(-beta) as f32;
         }
-        self.storage.gather(batch);
-        Ok(())
     }
 
     /// Sets `p_i = (|delta_i| + eps)^alpha` for each slot in `indices` (as returned in `batch.indices`). Every
@@ -295,15 +316,40 @@ impl<S: Storage> PrioritizedReplayBuffer<S> {
                 return Err(format!("max priority {max_priority} is not a finite number > 0"));
             }
             per.max_priority = max_priority;
+            // `new` gave every live slot priority 1 and every other slot 0: exactly the live slots carry one.
             for i in 0..per.capacity() {
                 let p = f()?;
+                let live = per.sum.get(i) > 0.0;
                 if !p.is_finite() || p < 0.0 {
                     return Err(format!("priority {p} of slot {i} is not a finite number >= 0"));
+                }
+                if live != (p > 0.0) {
+                    let what = if live { "a live transition" } else { "no transition" };
+                    return Err(format!("priority {p} of slot {i}, which holds {what}: corrupt file"));
                 }
                 per.sum.set(i, p);
                 per.min.set(i, if p > 0.0 { p } else { f64::INFINITY });
             }
             Ok(per)
         })
+    }
+}
+
+impl<A: Element> PrioritizedReplayBuffer<FrameStackStorage<A>> {
+    /// Samples like [`PrioritizedReplayBuffer::sample`] (the same rows and weights for the same rng state) into
+    /// the window layout of [`WindowBatch`]: each frame a row needs is written once.
+    pub fn sample_window<R: Rng + ?Sized>(
+        &self,
+        batch_size: usize,
+        beta: f64,
+        rng: &mut R,
+        batch: &mut WindowBatch<A>,
+    ) -> Result<()> {
+        self.check_sample(batch_size, beta)?;
+        let s = &self.storage;
+        batch.resize_rows(batch_size, s.stack(), s.frame_len(), s.action_dim());
+        self.draw(beta, rng, &mut batch.scratch, &mut batch.indices, &mut batch.weights);
+        s.gather_window(batch);
+        Ok(())
     }
 }

@@ -46,8 +46,10 @@ pub trait Storage {
         Self: Sized;
     /// Writes the full state (after the file header).
     fn write_state(&self, w: &mut dyn Write) -> std::io::Result<()>;
-    /// Reads a state written by [`Storage::write_state`]; the message of an error says what does not match.
-    fn read_state(r: &mut dyn Read) -> std::result::Result<Self, String>
+    /// Reads a state written by [`Storage::write_state`] from a file with `avail` bytes left (sizes read from the
+    /// header are checked against it before anything is allocated); the message of an error says what does not
+    /// match.
+    fn read_state(r: &mut dyn Read, avail: u64) -> std::result::Result<Self, String>
     where
         Self: Sized;
 }
@@ -117,6 +119,7 @@ impl<O: Element, A: Element> FlatStorage<O, A> {
             return Err(invalid("action_dim 0: an action has at least 1 element"));
         }
         let n = capacity.checked_mul(obs_len).ok_or_else(|| invalid("capacity * obs_len overflows usize"))?;
+        let na = capacity.checked_mul(action_dim).ok_or_else(|| invalid("capacity * action_dim overflows usize"))?;
         Ok(FlatStorage {
             capacity,
             obs_shape: obs_shape.to_vec(),
@@ -125,7 +128,7 @@ impl<O: Element, A: Element> FlatStorage<O, A> {
             total: 0,
             obs: vec![O::default(); n],
             next_obs: vec![O::default(); n],
-            actions: vec![A::default(); capacity * action_dim],
+            actions: vec![A::default(); na],
             rewards: vec![0.0; capacity],
             terminated: vec![false; capacity],
             truncated: vec![false; capacity],
@@ -205,8 +208,8 @@ impl<O: Element, A: Element> Storage for FlatStorage<O, A> {
         crate::io::put_bools(w, &self.terminated)?;
         crate::io::put_bools(w, &self.truncated)
     }
-    fn read_state(r: &mut dyn Read) -> std::result::Result<Self, String> {
-        use crate::io::{get_u64, get_usize, io_msg};
+    fn read_state(r: &mut dyn Read, avail: u64) -> std::result::Result<Self, String> {
+        use crate::io::{check_fits, get_u64, get_usize, io_msg};
         let capacity = get_usize(r)?;
         let action_dim = get_usize(r)?;
         let ndim = get_usize(r)?;
@@ -214,8 +217,24 @@ impl<O: Element, A: Element> Storage for FlatStorage<O, A> {
             return Err(format!("observation rank {ndim} is implausible (at most 16)"));
         }
         let shape = (0..ndim).map(|_| get_usize(r)).collect::<std::result::Result<Vec<_>, _>>()?;
+        // Bytes of the body after the shape: total, obs and next_obs, actions, rewards, discounts, two flags.
+        let need = (|| {
+            let ol = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64))?;
+            let row =
+                (2 * O::SIZE as u64).checked_mul(ol)?.checked_add((action_dim as u64).checked_mul(A::SIZE as u64)?)?;
+            (capacity as u64).checked_mul(row.checked_add(4 + 4 + 1 + 1)?)?.checked_add(8)
+        })();
+        let head = (3 + ndim as u64) * 8;
+        check_fits(
+            || format!("capacity {capacity}, observation shape {shape:?}, action_dim {action_dim}"),
+            need,
+            avail.saturating_sub(head),
+        )?;
         let mut s = FlatStorage::new(capacity, &shape, action_dim).map_err(|e| e.to_string())?;
         s.total = get_u64(r)?;
+        if s.total > crate::io::MAX_COUNT {
+            return Err(format!("push counter {} is implausible: corrupt file", s.total));
+        }
         O::read_slice(r, &mut s.obs).map_err(io_msg)?;
         O::read_slice(r, &mut s.next_obs).map_err(io_msg)?;
         A::read_slice(r, &mut s.actions).map_err(io_msg)?;
@@ -223,6 +242,9 @@ impl<O: Element, A: Element> Storage for FlatStorage<O, A> {
         f32::read_slice(r, &mut s.discounts).map_err(io_msg)?;
         crate::io::get_bools(r, &mut s.terminated)?;
         crate::io::get_bools(r, &mut s.truncated)?;
+        let cap = s.capacity as u64;
+        let slots = s.live().map(|t| (t % cap) as usize);
+        crate::io::check_scalars_loaded(slots, &s.rewards, &s.discounts)?;
         Ok(s)
     }
 }

@@ -8,6 +8,7 @@ use crate::error::{ReplayError, Result, invalid};
 use crate::frames::FrameStackStorage;
 use crate::storage::{FlatStorage, Storage};
 use crate::transition::{Batch, Transition, TransitionBatch};
+use crate::window::WindowBatch;
 
 /// A uniform replay buffer over any [`Storage`].
 ///
@@ -110,20 +111,43 @@ impl<S: Storage> ReplayBuffer<S> {
         rng: &mut R,
         batch: &mut Batch<S::Obs, S::Act>,
     ) -> Result<()> {
+        self.check_sample(batch_size)?;
+        batch.resize(batch_size, self.storage.obs_len(), self.storage.action_dim());
+        self.draw(rng, &mut batch.indices);
+        batch.weights.fill(1.0);
+        self.storage.gather(batch);
+        Ok(())
+    }
+    fn check_sample(&self, batch_size: usize) -> Result<()> {
         if batch_size == 0 {
             return Err(invalid("batch_size 0: sample at least 1 transition"));
         }
-        let live = self.storage.live();
-        if live.is_empty() {
+        if self.storage.is_empty() {
             return Err(ReplayError::Empty);
         }
-        batch.resize(batch_size, self.storage.obs_len(), self.storage.action_dim());
+        Ok(())
+    }
+    /// Fills `indices` with live slots drawn uniformly (the buffer is not empty).
+    fn draw<R: Rng + ?Sized>(&self, rng: &mut R, indices: &mut [usize]) {
+        let live = self.storage.live();
         let cap = self.storage.capacity() as u64;
-        for i in batch.indices.iter_mut() {
+        for i in indices.iter_mut() {
             *i = (rng.random_range(live.clone()) % cap) as usize;
         }
-        batch.weights.fill(1.0);
-        self.storage.gather(batch);
+    }
+    /// Checks that every slot in `slots` holds a transition.
+    fn check_slots(&self, slots: &[usize]) -> Result<()> {
+        let live = self.storage.live();
+        let cap = self.storage.capacity();
+        let held = (live.end - live.start) as usize;
+        let first = (live.start % cap as u64) as usize;
+        for &s in slots {
+            if s >= cap || (s + cap - first) % cap >= held {
+                return Err(invalid(format!(
+                    "slot {s} holds no transition ({held} held in a ring of {cap} slots, oldest at slot {first})"
+                )));
+            }
+        }
         Ok(())
     }
     /// Copies the transitions in `slots` (slots returned by `push` or found in `batch.indices`) into `batch`, with
@@ -141,17 +165,7 @@ impl<S: Storage> ReplayBuffer<S> {
     /// assert!(buf.gather(&[1], &mut batch).is_err());
     /// ```
     pub fn gather(&self, slots: &[usize], batch: &mut Batch<S::Obs, S::Act>) -> Result<()> {
-        let live = self.storage.live();
-        let cap = self.storage.capacity();
-        let held = (live.end - live.start) as usize;
-        let first = (live.start % cap as u64) as usize;
-        for &s in slots {
-            if s >= cap || (s + cap - first) % cap >= held {
-                return Err(invalid(format!(
-                    "slot {s} holds no transition ({held} held in a ring of {cap} slots, oldest at slot {first})"
-                )));
-            }
-        }
+        self.check_slots(slots)?;
         batch.resize(slots.len(), self.storage.obs_len(), self.storage.action_dim());
         batch.indices.copy_from_slice(slots);
         batch.weights.fill(1.0);
@@ -165,5 +179,52 @@ impl<S: Storage> ReplayBuffer<S> {
     /// Loads a buffer written by [`ReplayBuffer::save`] with the same storage and element types.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         crate::io::load(path.as_ref(), "uniform", |_, s| Ok(ReplayBuffer { storage: s }))
+    }
+}
+
+impl<A: Element> ReplayBuffer<FrameStackStorage<A>> {
+    /// Samples like [`ReplayBuffer::sample`] (the same rows for the same rng state) into the window layout of
+    /// [`WindowBatch`]: each frame a row needs is written once (Atari: 5 frames per row instead of 8).
+    ///
+    /// ```
+    /// use bellman_replay::{Batch, ReplayBuffer, Transition, WindowBatch};
+    /// use rand::SeedableRng;
+    /// let mut buf = ReplayBuffer::frame_stack::<i64>(10, 2, &[1], 1).unwrap();
+    /// for t in 0..5u8 {
+    ///     buf.push(&Transition { obs: &[t, t + 1], action: &[0], reward: 1.0, next_obs: &[t + 1, t + 2],
+    ///                            terminated: false, truncated: false, discount: 0.9 }).unwrap();
+    /// }
+    /// let (mut w, mut b) = (WindowBatch::new(), Batch::new());
+    /// buf.sample_window(4, &mut rand_pcg::Pcg64::seed_from_u64(3), &mut w).unwrap();
+    /// buf.sample(4, &mut rand_pcg::Pcg64::seed_from_u64(3), &mut b).unwrap();
+    /// assert_eq!(w.frames.len(), 4 * 3); // 3 frames per row, not 4
+    /// for r in 0..4 {
+    ///     assert_eq!((w.obs_row(r), w.next_obs_row(r)), (b.obs_row(r), b.next_obs_row(r)));
+    /// }
+    /// ```
+    pub fn sample_window<R: Rng + ?Sized>(
+        &self,
+        batch_size: usize,
+        rng: &mut R,
+        batch: &mut WindowBatch<A>,
+    ) -> Result<()> {
+        self.check_sample(batch_size)?;
+        let s = &self.storage;
+        batch.resize_rows(batch_size, s.stack(), s.frame_len(), s.action_dim());
+        self.draw(rng, &mut batch.indices);
+        batch.weights.fill(1.0);
+        s.gather_window(batch);
+        Ok(())
+    }
+    /// Copies the transitions in `slots` into `batch` in window layout, with weights 1; a slot that holds no
+    /// transition is an error (the window form of [`ReplayBuffer::gather`]).
+    pub fn gather_window(&self, slots: &[usize], batch: &mut WindowBatch<A>) -> Result<()> {
+        self.check_slots(slots)?;
+        let s = &self.storage;
+        batch.resize_rows(slots.len(), s.stack(), s.frame_len(), s.action_dim());
+        batch.indices.copy_from_slice(slots);
+        batch.weights.fill(1.0);
+        s.gather_window(batch);
+        Ok(())
     }
 }

@@ -1,9 +1,9 @@
 //! The hot paths allocate nothing once warm: `push` and `sample` of the uniform and prioritised buffers (flat and
-//! frame storage) and `update_priorities`, counted by a global allocator wrapper.
+//! frame storage), `sample_window` and `update_priorities`, counted by a global allocator wrapper.
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use bellman_replay::{Batch, FlatStorage, PrioritizedReplayBuffer, ReplayBuffer, Transition};
+use bellman_replay::{Batch, FlatStorage, PrioritizedReplayBuffer, ReplayBuffer, Transition, WindowBatch};
 use rand::SeedableRng;
 use rand_pcg::Pcg64;
 
@@ -94,6 +94,7 @@ fn warm_frame_stack_push_and_sample_allocate_nothing() {
     let frames: Vec<u8> = (0..(600 + K + 1) * F).map(|i| (i / F % 251) as u8).collect();
     let mut buf = ReplayBuffer::frame_stack::<i64>(128, K, &[4, 4], 1).unwrap();
     let mut batch = Batch::new();
+    let mut window = WindowBatch::new();
     let mut rng = Pcg64::seed_from_u64(4);
     let mut push_and_sample = |range: std::ops::Range<usize>, buf: &mut ReplayBuffer<_>| {
         for t in range {
@@ -108,10 +109,11 @@ fn warm_frame_stack_push_and_sample_allocate_nothing() {
             };
             buf.push(&tr).unwrap();
             buf.sample(32, &mut rng, &mut batch).unwrap();
+            buf.sample_window(32, &mut rng, &mut window).unwrap();
         }
     };
     push_and_sample(0..200, &mut buf);
     let n = allocations_during(|| push_and_sample(200..600, &mut buf));
-    assert_eq!(n, 0, "{n} allocations in 400 warm frame-stack push/sample rounds");
+    assert_eq!(n, 0, "{n} allocations in 400 warm frame-stack push/sample/sample_window rounds");
     assert_eq!(buf.len(), 128);
 }
