@@ -10,7 +10,9 @@
 //! assert_eq!(e.mean(), 2.0);
 //! assert_eq!(e.std(), 1.0);
 //! ```
-use crate::error::Result;
+use std::path::Path;
+
+use crate::error::{AgentError, Result};
 
 /// One finished training episode.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -137,6 +139,123 @@ pub trait Trainer: Send {
     /// Restores a state written by [`Trainer::checkpoint`] (weights only, or everything when `train_state` is
     /// present). Corrupt or mismatched data is an error, never a panic.
     fn restore(&mut self, ckpt: &Checkpoint) -> Result<()>;
+
+    /// Restores `ckpt` to continue training (`bellman train --resume`), with the replay buffer from `replay`
+    /// (a file written by [`Trainer::save_replay`]) when given, and says whether the continuation is exact:
+    /// bit-identical to the run that was never interrupted.
+    ///
+    /// The default restores with [`Trainer::restore`] and reports an approximate resume (weights and counters
+    /// only); agents that save their whole training state override it.
+    fn resume(&mut self, ckpt: &Checkpoint, replay: Option<&Path>) -> Result<ResumeReport> {
+        self.restore(ckpt)?;
+        let mut r = ResumeReport::approximate(
+            "this agent restores its weights and step counters only: optimiser state, random generators, episodes \
+             in progress and the replay buffer start afresh",
+        );
+        if replay.is_some() {
+            r.notes.push("this agent cannot load a saved replay buffer; it refills its buffer".into());
+        }
+        Ok(r)
+    }
+
+    /// Bytes the replay buffer that [`Trainer::save_replay`] would write occupies in memory; `None` when the
+    /// agent has no buffer it can save (the default).
+    fn replay_bytes(&self) -> Option<u64> {
+        None
+    }
+
+    /// Writes the replay buffer to `path` (atomically, in `bellman_replay`'s versioned format) for
+    /// [`Trainer::resume`]; `Ok(false)` when the agent has no buffer it can save (the default).
+    fn save_replay(&self, _path: &Path) -> Result<bool> {
+        Ok(false)
+    }
+}
+
+/// How a [`Trainer::resume`] went: exact (the resumed run is bit-identical to the uninterrupted one) or not, and
+/// why not.
+///
+/// ```
+/// use bellman_agents::trainer::ResumeReport;
+/// let mut r = ResumeReport::exact();
+/// assert!(r.exact && r.notes.is_empty());
+/// r.not_exact("the replay buffer was not saved");
+/// assert!(!r.exact);
+/// assert_eq!(r.to_string(), "not exact: the replay buffer was not saved");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResumeReport {
+    /// True when the continuation is bit-identical to an uninterrupted run.
+    pub exact: bool,
+    /// What was not restored (empty when exact).
+    pub notes: Vec<String>,
+}
+
+impl ResumeReport {
+    /// An exact resume with no notes.
+    pub fn exact() -> Self {
+        ResumeReport { exact: true, notes: Vec::new() }
+    }
+    /// An approximate resume, with the reason.
+    pub fn approximate(why: impl Into<String>) -> Self {
+        ResumeReport { exact: false, notes: vec![why.into()] }
+    }
+    /// Marks the resume approximate and adds the reason.
+    pub fn not_exact(&mut self, why: impl Into<String>) {
+        self.exact = false;
+        self.notes.push(why.into());
+    }
+}
+
+impl std::fmt::Display for ResumeReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.exact { f.write_str("exact") } else { write!(f, "not exact: {}", self.notes.join("; ")) }
+    }
+}
+
+/// The state of a PCG-64 generator (`rand_pcg::Pcg64`, also `bellman_envs::rng::EnvRng`) as JSON: its two
+/// 128-bit words as hex strings (`{"state": "0x...", "increment": "0x..."}`), since JSON numbers stop at 64 bits.
+/// [`pcg_from_json`] gives back the generator in exactly that state.
+///
+/// ```
+/// use rand::{Rng, SeedableRng};
+/// use bellman_agents::trainer::{pcg_from_json, pcg_to_json};
+/// let mut a = rand_pcg::Pcg64::seed_from_u64(7);
+/// a.random::<u64>();
+/// let mut b = pcg_from_json(&pcg_to_json(&a).unwrap()).unwrap();
+/// assert_eq!(a.random::<u64>(), b.random::<u64>());
+/// ```
+pub fn pcg_to_json(rng: &rand_pcg::Pcg64) -> Result<serde_json::Value> {
+    // rand_pcg's serde derive names the fields `state` and `increment`; serde_json writes u128 as digits.
+    let text = serde_json::to_string(rng).map_err(|e| AgentError::Checkpoint(format!("cannot save an rng: {e}")))?;
+    let w: PcgWords =
+        serde_json::from_str(&text).map_err(|e| AgentError::Checkpoint(format!("cannot save an rng: {e}")))?;
+    Ok(serde_json::json!({ "state": format!("{:#x}", w.state), "increment": format!("{:#x}", w.increment) }))
+}
+
+/// Reads a generator written by [`pcg_to_json`]; anything else is an error naming the bad value.
+pub fn pcg_from_json(v: &serde_json::Value) -> Result<rand_pcg::Pcg64> {
+    let word = |k: &str| -> Result<u128> {
+        let s = v
+            .get(k)
+            .and_then(|x| x.as_str())
+            .ok_or_else(|| AgentError::Checkpoint(format!("rng state {v}: expected a hex string field '{k}'")))?;
+        u128::from_str_radix(s.trim_start_matches("0x"), 16).map_err(|e| {
+            AgentError::Checkpoint(format!("rng state field '{k}' = {s:?} is not a 128-bit hex number: {e}"))
+        })
+    };
+    let w = PcgWords { state: word("state")?, increment: word("increment")? };
+    if w.increment & 1 == 0 {
+        return Err(AgentError::Checkpoint(format!("rng increment {:#x} is even: not a PCG state", w.increment)));
+    }
+    let text = serde_json::to_string(&w).map_err(|e| AgentError::Checkpoint(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| AgentError::Checkpoint(format!("cannot restore an rng: {e}")))
+}
+
+/// The fields of `rand_pcg::Pcg64` as its serde derive names them.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PcgWords {
+    state: u128,
+    increment: u128,
 }
 
 /// Which env an agent trains on: a registry id and its options (`key=value`, as `bellman_envs::Options`).
@@ -156,6 +275,43 @@ impl EnvSetup {
     /// Parses the options.
     pub fn parsed_options(&self) -> Result<bellman_envs::Options> {
         Ok(bellman_envs::Options::parse(&self.options)?)
+    }
+}
+
+/// Epsilon-greedy exploration of an evaluation policy: with probability `epsilon` a uniformly random action.
+/// Nature DQN evaluates with epsilon 0.05 (Mnih et al. 2015, Methods); 0 is greedy and draws nothing. The
+/// generator is seeded from the evaluation seed, so an evaluation is reproducible.
+///
+/// ```
+/// use bellman_agents::trainer::EvalEpsilon;
+/// let mut greedy = EvalEpsilon::new(0.0, 4, 7);
+/// assert!((0..100).all(|_| greedy.explore().is_none()));
+/// let mut random = EvalEpsilon::new(1.0, 4, 7);
+/// assert!((0..100).all(|_| random.explore().is_some_and(|a| a < 4)));
+/// ```
+#[derive(Debug, Clone)]
+pub struct EvalEpsilon {
+    epsilon: f64,
+    n_actions: usize,
+    rng: rand_pcg::Pcg64,
+}
+
+impl EvalEpsilon {
+    /// Exploration with `epsilon` over `n_actions` actions, seeded from the evaluation `seed`.
+    pub fn new(epsilon: f64, n_actions: usize, seed: u64) -> Self {
+        use rand::SeedableRng;
+        // A stream apart from the env seeds (`seed + episode`): the golden-ratio constant of splitmix64.
+        let rng = rand_pcg::Pcg64::seed_from_u64(seed ^ 0x9E37_79B9_7F4A_7C15);
+        EvalEpsilon { epsilon, n_actions: n_actions.max(1), rng }
+    }
+
+    /// `Some(random action)` with probability epsilon, `None` (act greedily) otherwise.
+    pub fn explore(&mut self) -> Option<usize> {
+        use rand::Rng;
+        if self.epsilon <= 0.0 {
+            return None;
+        }
+        (self.rng.random::<f64>() < self.epsilon).then(|| self.rng.random_range(0..self.n_actions))
     }
 }
 

@@ -136,3 +136,88 @@ fn pixel_dqn_rejects_bad_setups() {
     let e = PixelDqnTrainer::new(&tiny(), &EnvSetup::new("ALE/Pong"), 0, "cpu").unwrap_err().to_string();
     assert!(e.contains("ALE/<Game>-v5"), "{e}");
 }
+
+fn tmp_path(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("bellman-dqn-atari-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// The checkpoint's state but the env seed, which a resume rederives: (train-state bytes, meta without it).
+fn state_of(t: &PixelDqnTrainer) -> (Vec<u8>, Vec<u8>, serde_json::Value) {
+    let ck = t.checkpoint().unwrap();
+    let mut meta = ck.meta.clone();
+    meta.as_object_mut().unwrap().remove("env_seed");
+    (ck.weights, ck.train_state.unwrap(), meta)
+}
+
+/// Checkpointed mid-run (episodes in progress) with its replay buffer and resumed in a fresh trainer, the pixel
+/// DQN continues its learner exactly: the same weights, target network, optimiser moments, generators, counters
+/// and metrics sums right after the resume, and the same next update (so the same replay-sampled batch and the
+/// same Adam/RMSProp step). The Atari envs restart new episodes, and the report says so: not exact.
+#[test]
+fn pixel_dqn_resume_continues_the_learner_exactly() {
+    if !roms_available("pixel_dqn_resume_continues_the_learner_exactly") {
+        return;
+    }
+    let rainbow = DqnConfig {
+        double_dqn: true,
+        n_step: 3,
+        prioritized: true,
+        optimizer: OptimizerKind::Rmsprop,
+        learning_rate: 2.5e-4,
+        ..tiny()
+    };
+    for (name, cfg) in [("adam", tiny()), ("per-nstep-rmsprop", rainbow)] {
+        let mut full = PixelDqnTrainer::new(&cfg, &pong(), 7, "cpu").unwrap();
+        // 90 steps: 2 envs mid-episode (episodes are up to 100 steps), ~4 updates past learning_starts = 60.
+        full.train(90, &mut VecReporter::default()).unwrap();
+        assert!(full.updates_done() >= 3, "{name}: {} updates", full.updates_done());
+        let ck = full.checkpoint().unwrap();
+        let path = tmp_path(&format!("{name}.replay"));
+        assert!(full.save_replay(&path).unwrap());
+        assert!(full.replay_bytes().is_some_and(|b| b > 0));
+
+        let mut resumed = PixelDqnTrainer::new(&cfg, &pong(), 7, "cpu").unwrap();
+        let report = resumed.resume(&ck, Some(&path)).unwrap();
+        assert!(!report.exact, "{name}: {report}");
+        assert_eq!(report.notes.len(), 1, "{name}: only the envs differ: {report}");
+        assert!(report.notes[0].contains("the Atari envs restart their episodes"), "{name}: {report}");
+        let seed = resumed.checkpoint().unwrap().meta["env_seed"].as_u64().unwrap();
+        assert_ne!(seed, 7, "{name}: the envs must not replay the run's first episodes");
+        assert!(report.notes[0].contains(&seed.to_string()), "{name}: the derived seed is reported: {report}");
+        // Everything but the envs equals the original's: weights, target, optimiser moments and step, metrics
+        // sums (train state); generators, counters, schedules, replay counts (meta).
+        let (a, b) = (state_of(&full), state_of(&resumed));
+        assert_eq!(a.0, b.0, "{name}: weights");
+        assert_eq!(a.1, b.1, "{name}: target network, optimiser state, metrics sums");
+        assert_eq!(a.2, b.2, "{name}: generators and counters");
+        assert!(a.2["optimizer"]["step"].as_u64().unwrap() >= 3, "{name}: {}", a.2["optimizer"]);
+        assert_eq!(resumed.replay_len(), full.replay_len());
+        assert_eq!(resumed.steps_done(), full.steps_done());
+        // The next update: the same sampled batch, the same optimiser step, bit for bit.
+        full.gradient_step().unwrap();
+        resumed.gradient_step().unwrap();
+        let (a, b) = (state_of(&full), state_of(&resumed));
+        assert_eq!(a.0, b.0, "{name}: weights after the next update");
+        assert_eq!(a.1, b.1, "{name}: optimiser state after the next update");
+        assert_eq!(a.2, b.2, "{name}: generators after the next update");
+        // Training goes on from the restored counters on the restarted envs.
+        resumed.train(110, &mut VecReporter::default()).unwrap();
+        assert!(resumed.steps_done() >= 110 && resumed.updates_done() > full.updates_done(), "{name}");
+
+        // Without the buffer: not exact, and learning waits for it to refill.
+        let mut refill = PixelDqnTrainer::new(&cfg, &pong(), 7, "cpu").unwrap();
+        let report = refill.resume(&ck, None).unwrap();
+        assert!(report.notes.iter().any(|n| n.contains("replay buffer was not saved")), "{name}: {report}");
+        let updates = refill.updates_done();
+        refill.train(110, &mut VecReporter::default()).unwrap();
+        assert_eq!(refill.updates_done(), updates, "{name}: no update before the buffer refills");
+        // A buffer of another checkpoint is refused.
+        let mut other = ck.clone();
+        other.meta["replay_pushed"] = serde_json::json!(1);
+        let e = PixelDqnTrainer::new(&cfg, &pong(), 7, "cpu").unwrap().resume(&other, Some(&path)).unwrap_err();
+        assert!(e.to_string().contains("belongs to another checkpoint"), "{name}: {e}");
+        std::fs::remove_file(&path).unwrap();
+    }
+}

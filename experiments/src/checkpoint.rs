@@ -1,15 +1,16 @@
 //! Checkpoint files: `<tag>.safetensors` (the policy's weights), `<tag>.state.safetensors` (the rest of the
-//! training state, when the agent has one) and `<tag>.json` (metadata: experiment, resolved config, step, env id,
-//! versions, the agent's own counters and the runner's). Each file is written atomically, the JSON last, so a
-//! checkpoint is complete exactly when its JSON names sizes that match the files next to it.
+//! training state, when the agent has one), `<tag>.replay` (the replay buffer, when saved: `bellman_replay`'s
+//! versioned format) and `<tag>.json` (metadata: experiment, resolved config, step, env id, versions, the agent's
+//! own counters and the runner's). Each file is written atomically, the JSON last, so a checkpoint is complete
+//! exactly when its JSON names sizes that match the files next to it.
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use bellman_agents::trainer::Checkpoint;
+use bellman_agents::trainer::{Checkpoint, Trainer};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ExperimentConfig;
-use crate::runlog::{EvalFigure, atomic_write};
+use crate::runlog::{EvalFigure, ResumeRecord, atomic_write};
 
 /// Format tag in every checkpoint's JSON.
 pub const FORMAT: &str = "bellman-checkpoint/1";
@@ -25,6 +26,9 @@ pub struct RunnerState {
     pub best_eval: Option<EvalFigure>,
     /// First step at which an evaluation reached the reward threshold.
     pub solved_at_step: Option<u64>,
+    /// Every resume of the run so far: at which step, and whether it was exact.
+    #[serde(default)]
+    pub resumes: Vec<ResumeRecord>,
 }
 
 /// The JSON metadata of a checkpoint.
@@ -46,6 +50,9 @@ pub struct CheckpointMeta {
     pub weights_bytes: u64,
     /// Size in bytes of `<tag>.state.safetensors` (None: no such file).
     pub state_bytes: Option<u64>,
+    /// Size in bytes of `<tag>.replay`, the saved replay buffer (None: not saved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_bytes: Option<u64>,
     /// The mean and std of the evaluation that made this checkpoint (for `best`).
     pub eval: Option<(f64, f64)>,
     /// The runner's counters.
@@ -68,7 +75,39 @@ pub fn paths(dir: &Path, tag: &str) -> (PathBuf, PathBuf, PathBuf) {
     )
 }
 
-/// Writes checkpoint `tag` into `dir` (each file atomically, the metadata last).
+/// The path of checkpoint `tag`'s replay buffer in `dir`: `<tag>.replay`.
+pub fn replay_path(dir: &Path, tag: &str) -> PathBuf {
+    dir.join(format!("{tag}.replay"))
+}
+
+/// Writes checkpoint `tag` of `trainer` into `dir`, with its replay buffer as `<tag>.replay` when `with_replay`
+/// and the agent has one (written first; a stale one is removed otherwise), then as [`save`] does.
+#[allow(clippy::too_many_arguments)]
+pub fn save_trainer(
+    dir: &Path,
+    tag: &str,
+    cfg: &ExperimentConfig,
+    trainer: &dyn Trainer,
+    step: u64,
+    eval: Option<(f64, f64)>,
+    runner: &RunnerState,
+    with_replay: bool,
+) -> Result<()> {
+    let rp = replay_path(dir, tag);
+    let saved = with_replay
+        && trainer.save_replay(&rp).with_context(|| format!("cannot save the replay buffer {}", rp.display()))?;
+    let replay_bytes = if saved {
+        Some(std::fs::metadata(&rp).with_context(|| format!("cannot read {}", rp.display()))?.len())
+    } else {
+        if rp.exists() {
+            std::fs::remove_file(&rp).with_context(|| format!("cannot remove stale {}", rp.display()))?;
+        }
+        None
+    };
+    write(dir, tag, cfg, &trainer.checkpoint()?, step, eval, runner, replay_bytes)
+}
+
+/// Writes checkpoint `tag` into `dir` (each file atomically, the metadata last), without a replay buffer.
 pub fn save(
     dir: &Path,
     tag: &str,
@@ -77,6 +116,24 @@ pub fn save(
     step: u64,
     eval: Option<(f64, f64)>,
     runner: &RunnerState,
+) -> Result<()> {
+    let rp = replay_path(dir, tag);
+    if rp.exists() {
+        std::fs::remove_file(&rp).with_context(|| format!("cannot remove stale {}", rp.display()))?;
+    }
+    write(dir, tag, cfg, ckpt, step, eval, runner, None)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write(
+    dir: &Path,
+    tag: &str,
+    cfg: &ExperimentConfig,
+    ckpt: &Checkpoint,
+    step: u64,
+    eval: Option<(f64, f64)>,
+    runner: &RunnerState,
+    replay_bytes: Option<u64>,
 ) -> Result<()> {
     let (w, s, m) = paths(dir, tag);
     if let Some(state) = &ckpt.train_state {
@@ -94,6 +151,7 @@ pub fn save(
         versions: versions(),
         weights_bytes: ckpt.weights.len() as u64,
         state_bytes: ckpt.train_state.as_ref().map(|b| b.len() as u64),
+        replay_bytes,
         eval,
         runner: runner.clone(),
         agent: ckpt.meta.clone(),
@@ -150,4 +208,19 @@ pub fn load(path: &Path) -> Result<(CheckpointMeta, ExperimentConfig, Checkpoint
     };
     let ckpt = Checkpoint { weights, train_state, meta: meta.agent.clone() };
     Ok((meta, cfg, ckpt))
+}
+
+/// The replay buffer saved with the checkpoint `base` (`<dir>/<tag>`, as given to [`load`]) whose metadata is
+/// `meta`: `None` when none was saved, else its path once its size matches the metadata (an error naming the file
+/// otherwise). Its content is checked when the agent loads it.
+pub fn replay_file(base: &Path, meta: &CheckpointMeta) -> Result<Option<PathBuf>> {
+    let Some(n) = meta.replay_bytes else { return Ok(None) };
+    let p = PathBuf::from(format!("{}.replay", base.display()));
+    let got = std::fs::metadata(&p)
+        .with_context(|| format!("cannot read the replay buffer {} that the checkpoint names", p.display()))?
+        .len();
+    if got != n {
+        bail!("corrupt checkpoint {}: {got} bytes, the metadata says {n} (truncated or overwritten)", p.display());
+    }
+    Ok(Some(p))
 }

@@ -287,6 +287,18 @@ pub struct EvalFigure {
     pub returns: Vec<f64>,
 }
 
+/// One `--resume` of a run: the checkpoint's step and whether the continuation is exact (bit-identical to the
+/// uninterrupted run), with the agent's reasons when it is not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeRecord {
+    /// Env steps of the checkpoint resumed from.
+    pub step: u64,
+    /// True when the resumed run continues bit-identically.
+    pub exact: bool,
+    /// What was not restored exactly (empty when exact).
+    pub notes: Vec<String>,
+}
+
 /// `summary.json`: the final figures of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -316,6 +328,10 @@ pub struct Summary {
     pub solved_at_step: Option<u64>,
     /// True when the run was stopped (Ctrl-C) before its budget.
     pub interrupted: bool,
+    /// Every `--resume` of the run, in order (empty: never resumed); a resume that is not `exact` means the run
+    /// differs from one that was never interrupted, and its `notes` say why.
+    #[serde(default)]
+    pub resumes: Vec<ResumeRecord>,
     /// Crate versions (`bellman`, and the agent's own).
     pub versions: serde_json::Value,
 }

@@ -72,6 +72,10 @@ pub struct DqnConfig {
     pub exploration_final_eps: f64,
     /// Fraction of `total_steps` over which epsilon decays linearly (default 0.1).
     pub exploration_fraction: f64,
+    /// Epsilon of the evaluation policy (default 0: greedy, as SB3's `deterministic=True`). Nature DQN evaluates
+    /// with 0.05 (Mnih et al. 2015, Methods), which also ends Breakout games whose greedy policy never presses
+    /// FIRE after a lost life. The random draws come from a generator seeded by the evaluation seed.
+    pub eval_epsilon: f64,
     /// The training budget `exploration_fraction` refers to (SB3's `total_timesteps`). The runner sets it from
     /// the experiment's `total_steps` when absent; without it the schedule uses 1,000,000 steps.
     pub total_steps: Option<u64>,
@@ -129,6 +133,7 @@ impl Default for DqnConfig {
             exploration_initial_eps: 1.0,
             exploration_final_eps: 0.05,
             exploration_fraction: 0.1,
+            eval_epsilon: 0.0,
             total_steps: None,
             loss: LossKind::Huber,
             max_grad_norm: 10.0,
@@ -182,6 +187,7 @@ impl DqnConfig {
         unit("exploration_initial_eps", self.exploration_initial_eps)?;
         unit("exploration_final_eps", self.exploration_final_eps)?;
         unit("exploration_fraction", self.exploration_fraction)?;
+        unit("eval_epsilon", self.eval_epsilon)?;
         check(self.total_steps != Some(0), || "total_steps = 0: must be >= 1".into())?;
         check(self.max_grad_norm >= 0.0 && !self.max_grad_norm.is_nan(), || {
             format!("max_grad_norm = {}: must be >= 0 (0 disables clipping)", self.max_grad_norm)
@@ -264,6 +270,7 @@ mod tests {
         assert!(e.contains("batch_size = 64") && e.contains("buffer_size = 32"), "{e}");
         assert!(err(DqnConfig { tau: 0.0, ..d() }).contains("tau"));
         assert!(err(DqnConfig { exploration_final_eps: 1.5, ..d() }).contains("[0, 1]"));
+        assert!(err(DqnConfig { eval_epsilon: -0.1, ..d() }).contains("eval_epsilon = -0.1"));
         assert!(err(DqnConfig { n_step: 0, ..d() }).contains("n_step"));
         assert!(err(DqnConfig { hidden: vec![64, 0], ..d() }).contains("hidden"));
         assert!(err(DqnConfig { max_grad_norm: f64::NAN, ..d() }).contains("max_grad_norm"));

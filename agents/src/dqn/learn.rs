@@ -41,25 +41,62 @@ pub(crate) fn td_update<O: WithDType + bellman_replay::Element>(
     weighted: bool,
     scratch: &mut UpdateScratch,
     device: &Device,
-    (step, update): (u64, u64),
+    step_update: (u64, u64),
 ) -> Result<UpdateOut> {
-    let b = batch.len();
-    scratch.actions.resize(b, 0);
-    loss::action_indices(&batch.actions, &mut scratch.actions);
-    scratch.factors.resize(b, 0.0);
-    bootstrap_factors(&batch.discounts, &batch.terminated, &mut scratch.factors);
-    let mut shape = vec![b];
+    let mut shape = vec![batch.len()];
     shape.extend_from_slice(&online.spec().obs_shape);
     let obs = Tensor::from_slice(&batch.obs, shape.as_slice(), device).map_err(terr)?;
     let next_obs = Tensor::from_slice(&batch.next_obs, shape.as_slice(), device).map_err(terr)?;
+    let rows = Rows {
+        actions: &batch.actions,
+        rewards: &batch.rewards,
+        terminated: &batch.terminated,
+        discounts: &batch.discounts,
+        weights: weighted.then_some(batch.weights.as_slice()),
+    };
+    td_update_tensors(cfg, (online, target), optim, vars, (&obs, &next_obs), &rows, scratch, device, step_update)
+}
+
+/// The per-row fields of a sampled batch that the update reads besides the observations.
+pub(crate) struct Rows<'a> {
+    pub(crate) actions: &'a [i64],
+    pub(crate) rewards: &'a [f32],
+    pub(crate) terminated: &'a [bool],
+    pub(crate) discounts: &'a [f32],
+    /// Importance weights (PER), or `None` for an unweighted loss.
+    pub(crate) weights: Option<&'a [f32]>,
+}
+
+/// [`td_update`] with the observations already on the device (`[B, ...]` each; the pixel path passes two views
+/// of one uploaded frame window).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn td_update_tensors(
+    cfg: &DqnConfig,
+    (online, target): (&QNetwork, &QNetwork),
+    optim: &mut Optim,
+    vars: &[Var],
+    (obs, next_obs): (&Tensor, &Tensor),
+    rows: &Rows<'_>,
+    scratch: &mut UpdateScratch,
+    device: &Device,
+    (step, update): (u64, u64),
+) -> Result<UpdateOut> {
+    let b = rows.rewards.len();
+    scratch.actions.resize(b, 0);
+    loss::action_indices(rows.actions, &mut scratch.actions);
+    scratch.factors.resize(b, 0.0);
+    bootstrap_factors(rows.discounts, rows.terminated, &mut scratch.factors);
     let actions = Tensor::from_slice(&scratch.actions, b, device).map_err(terr)?;
-    let rewards = Tensor::from_slice(&batch.rewards, b, device).map_err(terr)?;
+    let rewards = Tensor::from_slice(rows.rewards, b, device).map_err(terr)?;
     let factors = Tensor::from_slice(&scratch.factors, b, device).map_err(terr)?;
-    let next_q_target = target.forward(&next_obs).map_err(terr)?.detach();
-    let next_q_online = if cfg.double_dqn { Some(online.forward(&next_obs).map_err(terr)?.detach()) } else { None };
+    let next_q_target = target.forward(next_obs).map_err(terr)?.detach();
+    let next_q_online = if cfg.double_dqn { Some(online.forward(next_obs).map_err(terr)?.detach()) } else { None };
     let targets = td_targets(&rewards, &factors, &next_q_target, next_q_online.as_ref()).map_err(terr)?;
-    let q = online.forward(&obs).map_err(terr)?;
-    let weights = if weighted { Some(Tensor::from_slice(&batch.weights, b, device).map_err(terr)?) } else { None };
+    let q = online.forward(obs).map_err(terr)?;
+    let weights = match rows.weights {
+        Some(w) => Some(Tensor::from_slice(w, b, device).map_err(terr)?),
+        None => None,
+    };
     let (loss, q_taken) = td_loss(&q, &actions, &targets, weights.as_ref(), cfg.loss).map_err(terr)?;
     let mut grads = loss.backward().map_err(terr)?;
     let max_norm = if cfg.max_grad_norm > 0.0 { cfg.max_grad_norm } else { f64::INFINITY };

@@ -11,6 +11,17 @@
 //! exploration and replay sampling use their own seeded generators, so the same config and seed give the same
 //! episodes, whether `train` is called once or in chunks.
 //!
+//! Resuming is exact: a checkpoint ([`Trainer::checkpoint`]) holds the target network, the optimiser's moments,
+//! the exact states of the exploration and replay generators, the counters and the metrics sums in progress, and
+//! the actions taken since the training envs were seeded (one byte per env step). [`Trainer::resume`] loads them,
+//! replays those actions on freshly seeded envs (so every sub-env continues its episode where it was, whatever
+//! the env: an env is deterministic given its seed and actions), rebuilds the n-step accumulator on the way and
+//! loads the replay buffer when it was saved ([`Trainer::save_replay`]). The run then continues bit-identically
+//! to one that was never interrupted. Without a saved replay buffer it refills the buffer for
+//! `max(learning_starts, batch_size)` steps before learning again, and the [`ResumeReport`] says the resume is
+//! not exact; so it does if the replayed envs do not end where the checkpoint says (a nondeterministic custom
+//! env), and the envs are then reseeded with a derived seed that the next checkpoints record.
+//!
 //! Atari frames (`ALE/<Game>-v5`, cargo feature `atari`): `pixels::PixelDqnTrainer`, the same update (module
 //! `learn`) on `u8` frame stacks in frame-deduplicated replay.
 //!
@@ -28,16 +39,18 @@ pub(crate) mod learn;
 pub mod loss;
 pub mod network;
 pub mod optim;
-pub mod speed;
 #[cfg(feature = "atari")]
 pub mod pixels;
+pub mod speed;
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::time::Instant;
 
 use bellman_envs::vector::{AutoresetMode, SyncVectorEnv};
 use bellman_envs::{DynEnv, Space};
 use bellman_replay::{
-    Batch, FlatReplay, FlatStorage, NStep, PrioritizedReplayBuffer, ReplayBuffer, Transition, TransitionSink,
+    Batch, FlatReplay, FlatStorage, NStep, PrioritizedReplayBuffer, ReplayBuffer, Storage, Transition, TransitionSink,
 };
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
@@ -49,7 +62,8 @@ use optim::{Optim, OptimizerKind};
 
 use crate::error::{AgentError, Result};
 use crate::trainer::{
-    Checkpoint, EnvSetup, EpisodeRecord, EvalResult, Reporter, TrainMetrics, Trainer, evaluate_episodes,
+    Checkpoint, EnvSetup, EpisodeRecord, EvalEpsilon, EvalResult, Reporter, ResumeReport, TrainMetrics, Trainer,
+    evaluate_episodes, pcg_from_json, pcg_to_json,
 };
 
 /// Builds one env instance (for the training vector env and the evaluation env).
@@ -60,8 +74,33 @@ const INIT_STREAM: u64 = 0x9E37_79B9_7F4A_7C15;
 const EXPLORE_STREAM: u64 = 0xD1B5_4A32_D192_ED03;
 const REPLAY_STREAM: u64 = 0x8CB9_2BA7_2F3D_8DD7;
 
+/// `state_version` in the meta of checkpoints that hold the whole training state (optimiser, generators, env
+/// actions, counters); checkpoints without it restore weights, target and counters only.
+const STATE_VERSION: u64 = 2;
+/// Prefix of the optimiser's tensors in the train state (`optimizer.<param>.exp_avg`, ...).
+const OPT_PREFIX: &str = "optimizer.";
+/// The actions since the envs were seeded (`U8`, `[vector steps * n_envs]`).
+const ENV_ACTIONS: &str = "resume.env_actions";
+/// The envs' current observations, returns and lengths: a replay of the actions must end on them.
+const ENV_OBS: &str = "resume.env_obs";
+const ENV_RETURNS: &str = "resume.env_returns";
+const ENV_LENGTHS: &str = "resume.env_lengths";
+/// Sums of loss and mean Q since the last metrics report (device scalars).
+const LOSS_SUM: &str = "resume.loss_sum";
+const Q_SUM: &str = "resume.q_sum";
+
 fn replay_err(e: bellman_replay::error::ReplayError) -> AgentError {
     AgentError::Replay(e.to_string())
+}
+
+/// The seed training envs get when a resume cannot rebuild them exactly: SplitMix64's finaliser (Steele, Lea and
+/// Flood 2014) of the run's seed and step, so that it differs from the run's own seeds.
+pub(crate) fn derived_env_seed(seed: u64, step: u64) -> u64 {
+    let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    // sub-env i is seeded `seed + i`: keep room for them
+    (z ^ (z >> 31)) >> 1
 }
 
 /// The replay buffer of either kind.
@@ -173,9 +212,13 @@ pub struct DqnTrainer {
     start_time: Option<Instant>,
     running: Running,
     next_metrics: u64,
-    /// No update before this step: `learning_starts`, or after a restore (the replay buffer is not part of a
-    /// checkpoint) the restored step plus `max(learning_starts, batch_size)` to refill it.
+    /// No update before this step: `learning_starts`, or after a resume without a saved replay buffer the
+    /// restored step plus `max(learning_starts, batch_size)` to refill it.
     learn_gate: u64,
+    /// Actions of every vector step since the training envs were last seeded with `env_log_seed`, one byte per
+    /// sub-env: a resume replays them to rebuild the envs exactly. `None` when actions do not fit a byte.
+    env_log: Option<Vec<u8>>,
+    env_log_seed: u64,
 }
 
 impl std::fmt::Debug for DqnTrainer {
@@ -248,6 +291,10 @@ impl DqnTrainer {
         };
         let n_envs = cfg.n_envs;
         let vars = online.vars();
+        // Reserved for the whole budget when known (up to 64 MiB; longer runs grow it, amortised): logging an
+        // action does not allocate in the loop.
+        let reserve = cfg.total_steps.unwrap_or(0).min(1 << 26) as usize;
+        let env_log = (n_actions <= 256).then(|| Vec::with_capacity(reserve));
         Ok(DqnTrainer {
             cfg: cfg.clone(),
             seed,
@@ -280,6 +327,8 @@ impl DqnTrainer {
             running: Running::default(),
             next_metrics: cfg.metrics_every,
             learn_gate: cfg.learning_starts,
+            env_log,
+            env_log_seed: seed,
         })
     }
 
@@ -387,6 +436,10 @@ impl DqnTrainer {
     fn env_step(&mut self, reporter: &mut dyn Reporter) -> Result<()> {
         self.select_actions()?;
         self.envs.step_discrete(&self.actions)?;
+        if let Some(log) = self.env_log.as_mut() {
+            // n_actions <= 256 when the log exists
+            log.extend(self.actions.iter().map(|&a| a as u8));
+        }
         let d = self.obs_dim;
         let elapsed = self.start_time.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
         for i in 0..self.cfg.n_envs {
@@ -486,6 +539,284 @@ impl DqnTrainer {
         Ok(())
     }
 
+    /// Seeds the training envs with `seed` (sub-env `i`: `seed + i`) and starts a new action log from there.
+    fn reseed_envs(&mut self, seed: u64) -> Result<()> {
+        self.envs.reset(Some(seed))?;
+        self.last_obs.copy_from_slice(self.envs.obs());
+        self.env_log_seed = seed;
+        if let Some(log) = self.env_log.as_mut() {
+            log.clear();
+        }
+        self.started = true;
+        self.start_time = Some(Instant::now());
+        self.running.since_time = self.start_time;
+        self.running.since_step = self.steps;
+        Ok(())
+    }
+
+    /// Seeds the envs with `seed` and replays `actions` (vector steps of `n_envs` bytes), feeding the n-step
+    /// accumulator as training did (its output is dropped: the replay buffer is saved or refilled separately).
+    fn replay_envs(&mut self, seed: u64, actions: &[u8]) -> Result<()> {
+        self.reseed_envs(seed)?;
+        let (n, d) = (self.cfg.n_envs, self.obs_dim);
+        let gamma = self.cfg.gamma as f32;
+        let mut discard = |_env: usize, _t: &Transition<'_, f32, i64>| -> bellman_replay::Result<()> { Ok(()) };
+        for step in actions.chunks_exact(n) {
+            for (a, &b) in self.actions.iter_mut().zip(step) {
+                if b as usize >= self.n_actions {
+                    return Err(AgentError::Checkpoint(format!(
+                        "logged action {b} is outside the env's {} actions",
+                        self.n_actions
+                    )));
+                }
+                *a = b as usize;
+            }
+            self.envs.step_discrete(&self.actions)?;
+            if let Some(ns) = self.nstep.as_mut() {
+                for i in 0..n {
+                    let next = match self.envs.final_obs_row(i) {
+                        Some(f) if self.envs.final_obs_mask()[i] => f,
+                        _ => &self.envs.obs()[i * d..(i + 1) * d],
+                    };
+                    let t = Transition {
+                        obs: &self.last_obs[i * d..(i + 1) * d],
+                        action: &[self.actions[i] as i64],
+                        reward: self.envs.rewards()[i] as f32,
+                        next_obs: next,
+                        terminated: self.envs.terminated()[i],
+                        truncated: self.envs.truncated()[i],
+                        discount: gamma,
+                    };
+                    ns.push(i, &t, &mut discard).map_err(replay_err)?;
+                }
+            }
+            self.last_obs.copy_from_slice(self.envs.obs());
+            if let Some(log) = self.env_log.as_mut() {
+                log.extend_from_slice(step);
+            }
+        }
+        Ok(())
+    }
+
+    /// The train state: target network (its own tensor names), optimiser state, the env action log, the envs'
+    /// current observations, returns and lengths, and the metrics sums in progress.
+    fn train_state(&self) -> Result<(Vec<u8>, serde_json::Value)> {
+        let ck = |e: candle_core::Error| AgentError::Checkpoint(e.to_string());
+        let cpu = Device::Cpu;
+        let mut tensors: Vec<(String, Tensor)> = Vec::new();
+        for (n, v) in self.target.named_params() {
+            tensors.push((n.clone(), v.as_tensor().to_device(&cpu).map_err(ck)?));
+        }
+        let names = self.online.param_names();
+        let opt = self.optim.export_state(&names, OPT_PREFIX)?;
+        tensors.extend(opt.tensors);
+        if let Some(log) = self.env_log.as_ref().filter(|l| !l.is_empty()) {
+            tensors.push((ENV_ACTIONS.into(), Tensor::from_slice(log, log.len(), &cpu).map_err(ck)?));
+        }
+        let n = self.cfg.n_envs;
+        tensors.push((ENV_OBS.into(), Tensor::from_slice(&self.last_obs, self.last_obs.len(), &cpu).map_err(ck)?));
+        tensors.push((ENV_RETURNS.into(), Tensor::from_slice(self.envs.current_returns(), n, &cpu).map_err(ck)?));
+        let lens: Vec<i64> = self.envs.current_lengths().iter().map(|&l| l as i64).collect();
+        tensors.push((ENV_LENGTHS.into(), Tensor::from_vec(lens, n, &cpu).map_err(ck)?));
+        for (name, t) in [(LOSS_SUM, &self.running.loss), (Q_SUM, &self.running.q)] {
+            if let Some(t) = t {
+                tensors.push((name.into(), t.to_device(&cpu).map_err(ck)?));
+            }
+        }
+        let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), None)
+            .map_err(|e| AgentError::Checkpoint(e.to_string()))?;
+        let meta = serde_json::json!({
+            "state_version": STATE_VERSION,
+            "rollout": self.rollout,
+            "next_metrics": self.next_metrics,
+            "learn_gate": self.learn_gate,
+            "started": self.started,
+            "running_updates": self.running.updates,
+            "optimizer": { "kind": opt.kind, "step": opt.step },
+            "rng": { "explore": pcg_to_json(&self.explore_rng)?, "replay": pcg_to_json(&self.replay_rng)? },
+            "env_log": self.env_log.as_ref().map(|l| serde_json::json!({
+                "seed": self.env_log_seed,
+                "vector_steps": l.len() / n,
+            })),
+            "env_seed": self.env_log_seed,
+            "replay_len": self.replay_len(),
+            "replay_pushed": self.replay_pushed(),
+        });
+        Ok((bytes, meta))
+    }
+
+    /// Transitions in the replay buffer.
+    fn replay_len(&self) -> usize {
+        match &self.replay {
+            Replay::Uniform(b) => b.len(),
+            Replay::Prioritized(b) => b.len(),
+        }
+    }
+
+    /// Transitions ever pushed into the replay buffer: identifies the buffer of one checkpoint.
+    fn replay_pushed(&self) -> u64 {
+        match &self.replay {
+            Replay::Uniform(b) => b.storage().live().end,
+            Replay::Prioritized(b) => b.storage().live().end,
+        }
+    }
+
+    /// Restores everything a checkpoint holds (all but the replay buffer); the report says what is not exact.
+    fn restore_state(&mut self, ckpt: &Checkpoint) -> Result<ResumeReport> {
+        let bad = |m: String| AgentError::Checkpoint(m);
+        let meta = &ckpt.meta;
+        let get = |k: &str| meta.get(k).and_then(|v| v.as_u64());
+        let req = |k: &str| get(k).ok_or_else(|| bad(format!("checkpoint meta lacks the integer '{k}'")));
+        let mut report = ResumeReport::exact();
+        self.online.load_safetensors(&ckpt.weights)?;
+        match &ckpt.train_state {
+            Some(t) => self.target.load_safetensors(t)?,
+            None => self.target.copy_from(&self.online)?,
+        }
+        self.policy_stale = true;
+        self.refresh_policy()?;
+        if let Some(seed) = get("seed") {
+            self.seed = seed;
+        }
+        self.steps = get("steps").unwrap_or(0);
+        self.episodes = get("episodes").unwrap_or(0);
+        self.updates = get("updates").unwrap_or(0);
+        self.calls = get("vector_steps").unwrap_or(0);
+        self.running = Running::default();
+        let full = get("state_version") == Some(STATE_VERSION);
+        let (Some(ts), true) = (&ckpt.train_state, full) else {
+            // A checkpoint of an older version: weights, target and counters.
+            report.not_exact(
+                "the checkpoint holds no optimiser, generator or env state (an older format): the optimiser \
+                 restarts from zero moments and the envs from new episodes",
+            );
+            self.rollout = 0;
+            self.next_metrics = self.steps + self.cfg.metrics_every;
+            self.learn_gate = self.steps + self.cfg.learning_starts.max(self.cfg.batch_size as u64);
+            if self.steps > 0 {
+                let seed = derived_env_seed(self.seed, self.steps);
+                self.reseed_envs(seed)?;
+                report.notes.push(format!("training envs reseeded with {seed} (derived from the seed and step)"));
+            }
+            return Ok(report);
+        };
+        let map = candle_core::safetensors::load_buffer(ts, &Device::Cpu)
+            .map_err(|e| bad(format!("cannot read the train state: {e}")))?;
+        self.rollout = req("rollout")?;
+        self.next_metrics = req("next_metrics")?;
+        self.learn_gate = req("learn_gate")?;
+        let opt = meta.get("optimizer").ok_or_else(|| bad("checkpoint meta lacks 'optimizer'".into()))?;
+        let kind = opt.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+        let step = opt.get("step").and_then(|k| k.as_u64()).ok_or_else(|| bad(format!("optimizer state {opt}")))?;
+        let names = self.online.param_names();
+        self.optim.import_state(kind, step, &map, &names, OPT_PREFIX)?;
+        let rng = meta.get("rng").ok_or_else(|| bad("checkpoint meta lacks 'rng'".into()))?;
+        self.explore_rng = pcg_from_json(&rng["explore"])?;
+        self.replay_rng = pcg_from_json(&rng["replay"])?;
+        let dev = |t: &Tensor| t.to_device(&self.device).map_err(terr);
+        self.running.loss = map.get(LOSS_SUM).map(dev).transpose()?;
+        self.running.q = map.get(Q_SUM).map(dev).transpose()?;
+        self.running.updates = req("running_updates")?;
+        self.running.since_step = self.steps;
+        if meta.get("started").and_then(|v| v.as_bool()) == Some(true) {
+            self.restore_envs(&map, meta, &mut report)?;
+        } else {
+            self.started = false;
+        }
+        Ok(report)
+    }
+
+    /// Rebuilds the training envs from the logged actions and checks that they end where the checkpoint says;
+    /// otherwise reseeds them (not exact, said in `report`).
+    fn restore_envs(
+        &mut self,
+        map: &HashMap<String, Tensor>,
+        meta: &serde_json::Value,
+        report: &mut ResumeReport,
+    ) -> Result<()> {
+        let bad = |m: String| AgentError::Checkpoint(m);
+        let n = self.cfg.n_envs;
+        let log = meta.get("env_log").filter(|l| !l.is_null());
+        let replayed = match (log, self.env_log.is_some()) {
+            (Some(l), true) => {
+                let seed = l.get("seed").and_then(|v| v.as_u64()).ok_or_else(|| bad(format!("env_log {l}")))?;
+                let steps =
+                    l.get("vector_steps").and_then(|v| v.as_u64()).ok_or_else(|| bad(format!("env_log {l}")))?;
+                let actions: Vec<u8> = match map.get(ENV_ACTIONS) {
+                    Some(t) => t.flatten_all().and_then(|t| t.to_vec1::<u8>()).map_err(terr)?,
+                    None => Vec::new(),
+                };
+                if actions.len() as u64 != steps * n as u64 {
+                    return Err(bad(format!(
+                        "the env action log holds {} actions, the meta says {steps} vector steps of {n} envs",
+                        actions.len()
+                    )));
+                }
+                self.replay_envs(seed, &actions)?;
+                true
+            }
+            _ => false,
+        };
+        let same = replayed && {
+            let f32s = |k: &str| map.get(k).and_then(|t| t.to_vec1::<f32>().ok());
+            let obs = f32s(ENV_OBS);
+            let rets = map.get(ENV_RETURNS).and_then(|t| t.to_vec1::<f64>().ok());
+            let lens = map.get(ENV_LENGTHS).and_then(|t| t.to_vec1::<i64>().ok());
+            let bits =
+                |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+            obs.is_some_and(|o| bits(&o, &self.last_obs))
+                && rets.is_some_and(|r| {
+                    r.len() == n && r.iter().zip(self.envs.current_returns()).all(|(x, y)| x.to_bits() == y.to_bits())
+                })
+                && lens.is_some_and(|l| l.iter().map(|&x| x as u64).eq(self.envs.current_lengths().iter().copied()))
+        };
+        if !same {
+            let seed = derived_env_seed(self.seed, self.steps);
+            report.not_exact(if replayed {
+                format!(
+                    "replaying the logged actions did not bring the envs back to their checkpointed state (an env \
+                     that is not deterministic given its seed and actions?): training envs reseeded with {seed}"
+                )
+            } else {
+                format!(
+                    "the env state was not saved (more than 256 actions): the episodes in progress are lost and the \
+                     training envs reseeded with {seed} (derived from the seed and step)"
+                )
+            });
+            self.reseed_envs(seed)?;
+        }
+        Ok(())
+    }
+
+    /// Loads the replay buffer written by [`Trainer::save_replay`], checking it fits this config.
+    fn load_replay(&mut self, path: &Path) -> Result<()> {
+        let err = |e: bellman_replay::ReplayError| AgentError::Replay(e.to_string());
+        let (cap, obs_len) = (self.cfg.buffer_size, self.obs_dim);
+        let check = |c: usize, o: usize, a: usize| -> Result<()> {
+            if (c, o, a) != (cap, obs_len, 1) {
+                return Err(AgentError::Checkpoint(format!(
+                    "replay buffer {} holds capacity {c}, observations of {o} and actions of {a} values; this run \
+                     needs buffer_size {cap}, {obs_len} and 1",
+                    path.display()
+                )));
+            }
+            Ok(())
+        };
+        self.replay = match &self.replay {
+            Replay::Uniform(_) => {
+                let b = FlatReplay::<f32, i64>::load(path).map_err(err)?;
+                check(b.capacity(), b.storage().obs_len(), b.storage().action_dim())?;
+                Replay::Uniform(b)
+            }
+            Replay::Prioritized(_) => {
+                let b = PrioritizedReplayBuffer::<FlatStorage<f32, i64>>::load(path).map_err(err)?;
+                check(b.capacity(), b.storage().obs_len(), b.storage().action_dim())?;
+                Replay::Prioritized(b)
+            }
+        };
+        Ok(())
+    }
+
     fn eval_env(&mut self) -> Result<&mut Box<dyn DynEnv>> {
         if self.eval_env.is_none() {
             self.eval_env = Some((self.make_env)()?);
@@ -501,11 +832,7 @@ impl Trainer for DqnTrainer {
 
     fn train(&mut self, until: u64, reporter: &mut dyn Reporter) -> Result<()> {
         if !self.started {
-            self.envs.reset(Some(self.seed))?;
-            self.last_obs.copy_from_slice(self.envs.obs());
-            self.started = true;
-            self.start_time = Some(Instant::now());
-            self.running.since_time = self.start_time;
+            self.reseed_envs(self.seed)?;
         }
         while self.steps < until {
             if reporter.stop_requested() {
@@ -537,7 +864,11 @@ impl Trainer for DqnTrainer {
         // Taken out while `greedy` borrows the trainer; put back whatever the result.
         let mut env = self.eval_env.take().ok_or_else(|| AgentError::Unsupported("no evaluation env".into()))?;
         let mut act = [0usize];
+        let mut explore = EvalEpsilon::new(self.cfg.eval_epsilon, self.n_actions, seed);
         let res = evaluate_episodes(env.as_mut(), episodes, seed, |obs| {
+            if let Some(a) = explore.explore() {
+                return Ok(a);
+            }
             self.greedy(obs, &mut act)?;
             Ok(act[0])
         });
@@ -547,49 +878,231 @@ impl Trainer for DqnTrainer {
 
     fn checkpoint(&self) -> Result<Checkpoint> {
         let cfg = serde_json::to_value(&self.cfg).map_err(|e| AgentError::Checkpoint(e.to_string()))?;
-        Ok(Checkpoint {
-            weights: self.online.to_safetensors()?,
-            train_state: Some(self.target.to_safetensors()?),
-            meta: serde_json::json!({
-                "algorithm": "dqn",
-                "seed": self.seed,
-                "steps": self.steps,
-                "episodes": self.episodes,
-                "updates": self.updates,
-                "vector_steps": self.calls,
-                "epsilon": self.cfg.epsilon(self.steps),
-                "n_actions": self.n_actions,
-                "obs_shape": self.online.spec().obs_shape,
-                "config": cfg,
-                "train_state": "target network weights (same tensor names); optimiser moments and the replay \
-                                buffer are not saved",
-            }),
-        })
+        let (train_state, state) = self.train_state()?;
+        let mut meta = serde_json::json!({
+            "algorithm": "dqn",
+            "seed": self.seed,
+            "steps": self.steps,
+            "episodes": self.episodes,
+            "updates": self.updates,
+            "vector_steps": self.calls,
+            "epsilon": self.cfg.epsilon(self.steps),
+            "n_actions": self.n_actions,
+            "obs_shape": self.online.spec().obs_shape,
+            "config": cfg,
+            "train_state": "target network weights (same tensor names), optimizer state (optimizer.<param>.<buffer>, \
+                            PyTorch's names), the actions since the envs were seeded and the envs' current state \
+                            (resume.*); the replay buffer is saved separately",
+        });
+        if let (Some(m), serde_json::Value::Object(st)) = (meta.as_object_mut(), state) {
+            m.extend(st);
+        }
+        Ok(Checkpoint { weights: self.online.to_safetensors()?, train_state: Some(train_state), meta })
     }
 
+    /// Restores everything but the replay buffer (see [`Trainer::resume`]): learning waits
+    /// `max(learning_starts, batch_size)` steps for the buffer to refill.
     fn restore(&mut self, ckpt: &Checkpoint) -> Result<()> {
-        self.online.load_safetensors(&ckpt.weights)?;
-        match &ckpt.train_state {
-            Some(t) => self.target.load_safetensors(t)?,
-            None => self.target.copy_from(&self.online)?,
+        self.resume(ckpt, None).map(|_| ())
+    }
+
+    fn resume(&mut self, ckpt: &Checkpoint, replay: Option<&Path>) -> Result<ResumeReport> {
+        let mut report = self.restore_state(ckpt)?;
+        let saved = ckpt.meta.get("replay_len").and_then(|v| v.as_u64());
+        match replay {
+            Some(p) => {
+                self.load_replay(p)?;
+                // A buffer written for another checkpoint (a crash between writing it and the checkpoint's JSON)
+                // has another push count.
+                if let Some(n) = ckpt.meta.get("replay_pushed").and_then(|v| v.as_u64())
+                    && n != self.replay_pushed()
+                {
+                    return Err(AgentError::Checkpoint(format!(
+                        "replay buffer {} holds the first {} transitions of the run, the checkpoint was taken after \
+                         {n}: it belongs to another checkpoint",
+                        p.display(),
+                        self.replay_pushed()
+                    )));
+                }
+            }
+            None if saved == Some(0) => {}
+            None => {
+                let refill = self.cfg.learning_starts.max(self.cfg.batch_size as u64);
+                self.learn_gate = self.learn_gate.max(self.steps + refill);
+                report.not_exact(format!(
+                    "the replay buffer was not saved (checkpoint.save_replay): learning waits {refill} steps \
+                     (max(learning_starts, batch_size)) for it to refill"
+                ));
+            }
         }
-        self.policy_stale = true;
-        self.refresh_policy()?;
-        let get = |k: &str| ckpt.meta.get(k).and_then(|v| v.as_u64());
-        if let Some(s) = get("steps") {
-            self.steps = s;
-            self.next_metrics = s + self.cfg.metrics_every;
-            self.learn_gate = s + self.cfg.learning_starts.max(self.cfg.batch_size as u64);
+        Ok(report)
+    }
+
+    fn replay_bytes(&self) -> Option<u64> {
+        Some(match &self.replay {
+            Replay::Uniform(b) => b.memory_bytes(),
+            Replay::Prioritized(b) => b.memory_bytes(),
+        } as u64)
+    }
+
+    fn save_replay(&self, path: &Path) -> Result<bool> {
+        match &self.replay {
+            Replay::Uniform(b) => b.save(path),
+            Replay::Prioritized(b) => b.save(path),
         }
-        if let Some(e) = get("episodes") {
-            self.episodes = e;
+        .map_err(replay_err)?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trainer::VecReporter;
+
+    /// Episodes and metrics without their wall-clock parts.
+    fn strip(r: &VecReporter) -> (Vec<EpisodeRecord>, Vec<TrainMetrics>) {
+        let e = r.episodes.iter().map(|e| EpisodeRecord { wall_time: 0.0, ..*e }).collect();
+        let m = r.metrics.iter().map(|m| TrainMetrics { steps_per_sec: None, ..m.clone() }).collect();
+        (e, m)
+    }
+
+    fn tmp_path(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("bellman-dqn-{name}-{}.replay", std::process::id()))
+    }
+
+    const TOTAL: u64 = 1200;
+
+    fn configs() -> Vec<(&'static str, DqnConfig)> {
+        let base = DqnConfig {
+            n_envs: 2,
+            hidden: vec![16],
+            learning_starts: 100,
+            batch_size: 16,
+            buffer_size: 500,
+            train_freq: 4,
+            gradient_steps: 2,
+            target_update_interval: 50,
+            metrics_every: 64,
+            total_steps: Some(TOTAL),
+            ..DqnConfig::default()
+        };
+        let per = DqnConfig {
+            prioritized: true,
+            n_step: 3,
+            double_dqn: true,
+            optimizer: OptimizerKind::Rmsprop,
+            rmsprop_momentum: 0.5,
+            learning_rate: 1e-3,
+            tau: 0.5,
+            ..base.clone()
+        };
+        vec![("uniform-adam", base), ("per-nstep-rmsprop", per)]
+    }
+
+    /// Train to `k` (mid-episode), checkpoint with the replay buffer, resume in a fresh trainer built with
+    /// another seed, train on: the episodes, metrics and final weights are those of the uninterrupted run.
+    #[test]
+    fn resume_mid_episode_is_bit_identical_to_the_uninterrupted_run() {
+        let env = EnvSetup::new("CartPole-v1");
+        for (name, cfg) in configs() {
+            let mut full = DqnTrainer::new(&cfg, &env, 3, "cpu").unwrap();
+            let mut rf = VecReporter::default();
+            full.train(TOTAL, &mut rf).unwrap();
+
+            let mut part = DqnTrainer::new(&cfg, &env, 3, "cpu").unwrap();
+            let mut rp = VecReporter::default();
+            part.train(300, &mut rp).unwrap();
+            part.train(557, &mut rp).unwrap();
+            assert!(part.envs.current_lengths().iter().all(|&l| l > 0), "{name}: the checkpoint is mid-episode");
+            assert!(part.running.updates > 0, "{name}: a metrics period is in progress");
+            let ck = part.checkpoint().unwrap();
+            let path = tmp_path(name);
+            assert!(part.save_replay(&path).unwrap());
+            drop(part);
+
+            let mut resumed = DqnTrainer::new(&cfg, &env, 99, "cpu").unwrap();
+            let report = resumed.resume(&ck, Some(&path)).unwrap();
+            assert!(report.exact, "{name}: {report}");
+            resumed.train(TOTAL, &mut rp).unwrap();
+            assert_eq!(strip(&rp), strip(&rf), "{name}");
+            assert_eq!(resumed.checkpoint().unwrap().weights, full.checkpoint().unwrap().weights, "{name}");
+            assert_eq!(resumed.updates_done(), full.updates_done());
+
+            // Without the replay buffer the resume says it is not exact, and it is not: learning pauses.
+            let mut approx = DqnTrainer::new(&cfg, &env, 3, "cpu").unwrap();
+            let report = approx.resume(&ck, None).unwrap();
+            assert!(!report.exact && report.to_string().contains("replay buffer was not saved"), "{report}");
+            let mut ra = VecReporter::default();
+            approx.train(TOTAL, &mut ra).unwrap();
+            assert_eq!(approx.steps_done(), TOTAL);
+            assert_ne!(approx.checkpoint().unwrap().weights, full.checkpoint().unwrap().weights, "{name}");
+            std::fs::remove_file(&path).unwrap();
         }
-        if let Some(u) = get("updates") {
-            self.updates = u;
-        }
-        if let Some(c) = get("vector_steps") {
-            self.calls = c;
-        }
-        Ok(())
+    }
+
+    /// `eval_epsilon`: 0 is greedy, 1 is the uniform random policy (CartPole's random returns, about 22 on
+    /// average), and the same seed gives the same evaluation.
+    #[test]
+    fn eval_epsilon_mixes_random_actions_reproducibly() {
+        let env = EnvSetup::new("CartPole-v1");
+        let with = |eps: f64| {
+            let cfg = DqnConfig { eval_epsilon: eps, learning_starts: 1_000_000, ..configs().remove(0).1 };
+            let mut t = DqnTrainer::new(&cfg, &env, 5, "cpu").unwrap();
+            t.train(200, &mut crate::trainer::NullReporter).unwrap();
+            t
+        };
+        let (mut greedy, mut random) = (with(0.0), with(1.0));
+        let g = greedy.evaluate(20, 1000).unwrap();
+        let r1 = random.evaluate(20, 1000).unwrap();
+        let r2 = random.evaluate(20, 1000).unwrap();
+        assert_eq!(r1.returns, r2.returns, "same seed, same evaluation");
+        assert_ne!(r1.returns, g.returns);
+        // Random play on CartPole-v1 lasts 22 steps on average (std about 12): 20 episodes average well
+        // within [12, 40] (a bound more than 5 standard errors wide on each side).
+        let mean = r1.mean();
+        assert!((12.0..40.0).contains(&mean), "random-policy mean {mean}");
+    }
+
+    #[test]
+    fn bad_resume_data_is_an_error_naming_it() {
+        let env = EnvSetup::new("CartPole-v1");
+        let cfg = configs().remove(0).1;
+        let mut a = DqnTrainer::new(&cfg, &env, 3, "cpu").unwrap();
+        a.train(301, &mut crate::trainer::NullReporter).unwrap();
+        let ck = a.checkpoint().unwrap();
+        let mut b = DqnTrainer::new(&cfg, &env, 3, "cpu").unwrap();
+        let mut bad = ck.clone();
+        bad.meta["rng"]["explore"]["state"] = serde_json::json!("0xnothex");
+        let e = b.resume(&bad, None).unwrap_err().to_string();
+        assert!(e.contains("0xnothex"), "{e}");
+        let mut bad = ck.clone();
+        bad.meta["env_log"]["vector_steps"] = serde_json::json!(3);
+        let e = b.resume(&bad, None).unwrap_err().to_string();
+        assert!(e.contains("action log") && e.contains("3 vector steps"), "{e}");
+        let mut bad = ck.clone();
+        bad.meta["optimizer"]["kind"] = serde_json::json!("rmsprop");
+        let e = b.resume(&bad, None).unwrap_err().to_string();
+        assert!(e.contains("rmsprop optimiser state"), "{e}");
+        // a replay file of another capacity
+        let path = tmp_path("other-capacity");
+        let small = DqnConfig { buffer_size: 64, ..cfg.clone() };
+        let mut c = DqnTrainer::new(&small, &env, 3, "cpu").unwrap();
+        c.train(100, &mut crate::trainer::NullReporter).unwrap();
+        c.save_replay(&path).unwrap();
+        let e = b.resume(&ck, Some(&path)).unwrap_err().to_string();
+        assert!(e.contains("capacity 64") && e.contains("buffer_size 500"), "{e}");
+        // the buffer of another checkpoint of the same run
+        a.train(401, &mut crate::trainer::NullReporter).unwrap();
+        a.save_replay(&path).unwrap();
+        let e = b.resume(&ck, Some(&path)).unwrap_err().to_string();
+        assert!(e.contains("first 402 transitions") && e.contains("after 302"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+        // an older checkpoint (weights, target, counters): restores, says what it lacks, trains on
+        let mut old = ck.clone();
+        old.meta.as_object_mut().unwrap().remove("state_version");
+        let r = b.resume(&old, None).unwrap();
+        assert!(!r.exact && r.to_string().contains("older format"), "{r}");
+        b.train(400, &mut crate::trainer::NullReporter).unwrap();
     }
 }

@@ -1,9 +1,15 @@
-//! Optimisers: Adam (candle-nn's `AdamW` with zero weight decay, which is exactly PyTorch's `Adam`), RMSProp
+//! Optimisers: Adam (candle-nn's `AdamW` update with zero weight decay, which is exactly PyTorch's `Adam`), RMSProp
 //! (PyTorch's `torch.optim.RMSprop` formulas, plain and centered, plus DeepMind's variant with epsilon inside the
 //! square root used by the Nature DQN), and PyTorch's `clip_grad_norm_`.
+//!
+//! Every optimiser's state (step count, moments, averages, momentum buffers) can be exported as named tensors with
+//! PyTorch's `state_dict` names and imported again ([`Optim::export_state`], [`Optim::import_state`]), so a
+//! resumed training run continues with the very same moments.
+use std::collections::HashMap;
+
 use candle_core::backprop::GradStore;
-use candle_core::{Storage, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use candle_core::{Device, Storage, Tensor, Var};
+use candle_nn::{Optimizer, ParamsAdamW};
 use serde::{Deserialize, Serialize};
 
 use super::network::terr;
@@ -70,6 +76,8 @@ struct RmsVar {
 pub struct RmsProp {
     vars: Vec<RmsVar>,
     params: ParamsRmsProp,
+    /// Steps taken (PyTorch keeps it as `state["step"]`; the update does not use it).
+    step_t: u64,
 }
 
 impl Optimizer for RmsProp {
@@ -89,11 +97,12 @@ impl Optimizer for RmsProp {
                 })
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(RmsProp { vars, params })
+        Ok(RmsProp { vars, params, step_t: 0 })
     }
 
     fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
         let p = self.params;
+        self.step_t += 1;
         for rv in &mut self.vars {
             let Some(g) = grads.get(&rv.var) else { continue };
             rv.square_avg = ((&rv.square_avg * p.alpha)? + (g.sqr()? * (1.0 - p.alpha))?)?;
@@ -112,6 +121,94 @@ impl Optimizer for RmsProp {
                 None => step,
             };
             rv.var.set(&(rv.var.as_tensor() - (step * p.lr)?)?)?;
+        }
+        Ok(())
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.params.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.params.lr = lr;
+    }
+}
+
+/// Adam on tensors, on any device: candle-nn 0.11's `AdamW` update (candle-nn/src/optim.rs, the same tensor
+/// operations in the same order, so the results are bit-identical to it) with its state readable and writable,
+/// which candle-nn's `AdamW` keeps private.
+///
+/// ```
+/// use bellman_agents::dqn::optim::Adam;
+/// use candle_core::{Device, Var};
+/// use candle_nn::{Optimizer, ParamsAdamW};
+/// let p = Var::new(&[1.0f32], &Device::Cpu).unwrap();
+/// let prm = ParamsAdamW { lr: 0.1, weight_decay: 0.0, ..Default::default() };
+/// let mut opt = Adam::new(vec![p.clone()], prm).unwrap();
+/// opt.backward_step(&p.as_tensor().sqr().unwrap().sum_all().unwrap()).unwrap();
+/// // the first Adam step moves by lr * sign(g)
+/// assert!((p.to_vec1::<f32>().unwrap()[0] - 0.9).abs() < 1e-6);
+/// assert_eq!(opt.step_count(), 1);
+/// ```
+#[derive(Debug)]
+pub struct Adam {
+    vars: Vec<AdamVar>,
+    step_t: usize,
+    params: ParamsAdamW,
+}
+
+#[derive(Debug)]
+struct AdamVar {
+    var: Var,
+    m: Tensor,
+    v: Tensor,
+}
+
+impl Adam {
+    /// Steps taken (PyTorch's `state["step"]`), which sets the bias correction.
+    pub fn step_count(&self) -> u64 {
+        self.step_t as u64
+    }
+    /// The settings.
+    pub fn params(&self) -> &ParamsAdamW {
+        &self.params
+    }
+}
+
+impl Optimizer for Adam {
+    type Config = ParamsAdamW;
+
+    fn new(vars: Vec<Var>, params: ParamsAdamW) -> candle_core::Result<Self> {
+        let vars = vars
+            .into_iter()
+            .filter(|v| v.dtype().is_float())
+            .map(|var| {
+                let z = var.zeros_like()?;
+                Ok(AdamVar { m: z.clone(), v: z, var })
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Adam { vars, step_t: 0, params })
+    }
+
+    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
+        // candle-nn 0.11 AdamW::step, expression for expression.
+        self.step_t += 1;
+        let p = self.params.clone();
+        let lr_lambda = p.lr * p.weight_decay;
+        let scale_m = 1f64 / (1f64 - p.beta1.powi(self.step_t as i32));
+        let scale_v = 1f64 / (1f64 - p.beta2.powi(self.step_t as i32));
+        for av in &mut self.vars {
+            let Some(g) = grads.get(&av.var) else { continue };
+            let next_m = ((&av.m * p.beta1)? + (g * (1.0 - p.beta1))?)?;
+            let next_v = ((&av.v * p.beta2)? + (g.sqr()? * (1.0 - p.beta2))?)?;
+            let m_hat = (&next_m * scale_m)?;
+            let v_hat = (&next_v * scale_v)?;
+            let next_theta = (av.var.as_tensor() * (1f64 - lr_lambda))?;
+            let adjusted_grad = (m_hat / (v_hat.sqrt()? + p.eps)?)?;
+            let next_theta = (next_theta - (adjusted_grad * p.lr)?)?;
+            av.m = next_m;
+            av.v = next_v;
+            av.var.set(&next_theta)?;
         }
         Ok(())
     }
@@ -154,9 +251,9 @@ fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Resu
 }
 
 /// Adam fused into one pass per parameter on the CPU, with gradient-norm clipping folded in: the same update as
-/// [`AdamW`] with zero weight decay (and as `torch.optim.Adam`), without the dozen tensor operations (and their
-/// allocations) per parameter that a tensor-level Adam costs. DQN uses it on the CPU, where those per-op costs
-/// dominate a small MLP's update (see docs/BENCHMARKS.md); on other devices it uses candle-nn's `AdamW`.
+/// [`Adam`] (candle-nn's `AdamW`) with zero weight decay (and as `torch.optim.Adam`), without the dozen tensor
+/// operations (and their allocations) per parameter that a tensor-level Adam costs. DQN uses it on the CPU, where
+/// those per-op costs dominate a small MLP's update (see docs/BENCHMARKS.md); on other devices it uses [`Adam`].
 ///
 /// Per element (Kingma and Ba 2015, Algorithm 1): `m = b1 m + (1 - b1) g`, `v = b2 v + (1 - b2) g^2`,
 /// `p -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)`.
@@ -172,6 +269,11 @@ pub struct CpuAdam {
 }
 
 impl CpuAdam {
+    /// Steps taken (PyTorch's `state["step"]`), which sets the bias correction.
+    pub fn step_count(&self) -> u64 {
+        self.t as u64
+    }
+
     /// One step with the gradients scaled as `clip_grad_norm_(max_norm)` would (use `f64::INFINITY` for no
     /// clipping). Returns the gradient norm before clipping; a non-finite norm is [`AgentError::Diverged`] and
     /// changes nothing.
@@ -264,8 +366,8 @@ pub enum OptimizerKind {
 /// An optimiser of either kind behind one type.
 #[derive(Debug)]
 pub enum Optim {
-    /// candle-nn's AdamW with weight decay 0 (= `torch.optim.Adam`).
-    Adam(AdamW),
+    /// [`Adam`] on tensors (candle-nn's `AdamW` update with weight decay 0 = `torch.optim.Adam`).
+    Adam(Adam),
     /// [`CpuAdam`]: the same update fused on the CPU.
     CpuAdam(CpuAdam),
     /// [`RmsProp`].
@@ -274,20 +376,20 @@ pub enum Optim {
 
 impl Optim {
     /// Adam with PyTorch's betas (0.9, 0.999) and the given `lr` and `eps`: [`CpuAdam`] when every variable is
-    /// on the CPU, candle-nn's `AdamW` otherwise.
+    /// on the CPU, [`Adam`] (candle-nn's `AdamW` update on tensors) otherwise.
     pub fn adam(vars: Vec<Var>, lr: f64, eps: f64) -> Result<Self> {
         let p = ParamsAdamW { lr, beta1: 0.9, beta2: 0.999, eps, weight_decay: 0.0 };
         if vars.iter().all(|v| v.device().is_cpu() && v.dtype() == candle_core::DType::F32) {
             Ok(Optim::CpuAdam(CpuAdam::new(vars, p).map_err(terr)?))
         } else {
-            Ok(Optim::Adam(AdamW::new(vars, p).map_err(terr)?))
+            Ok(Optim::Adam(Adam::new(vars, p).map_err(terr)?))
         }
     }
 
-    /// candle-nn's `AdamW` (weight decay 0) on any device.
+    /// [`Adam`] (candle-nn's `AdamW` update, weight decay 0) on any device.
     pub fn candle_adam(vars: Vec<Var>, lr: f64, eps: f64) -> Result<Self> {
         let p = ParamsAdamW { lr, beta1: 0.9, beta2: 0.999, eps, weight_decay: 0.0 };
-        Ok(Optim::Adam(AdamW::new(vars, p).map_err(terr)?))
+        Ok(Optim::Adam(Adam::new(vars, p).map_err(terr)?))
     }
 
     /// Clips the gradients of `vars` to `max_norm` (PyTorch's `clip_grad_norm_`; `f64::INFINITY`: no clipping)
@@ -309,6 +411,156 @@ impl Optim {
         Ok(Optim::RmsProp(RmsProp::new(vars, p).map_err(terr)?))
     }
 
+    /// `"adam"` or `"rmsprop"`: which state [`Optim::export_state`] writes (both Adam variants write the same).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Optim::Adam(_) | Optim::CpuAdam(_) => "adam",
+            Optim::RmsProp(_) => "rmsprop",
+        }
+    }
+
+    /// The optimiser's state as named CPU tensors, named `<prefix><param>.<buffer>` with PyTorch's `state_dict`
+    /// buffer names: Adam `exp_avg` and `exp_avg_sq`; RMSProp `square_avg`, `grad_avg` (centered) and
+    /// `momentum_buffer` (momentum > 0). `names` are the parameter names in the order of the variables the
+    /// optimiser was built with (`QNetwork::param_names`). The step count is [`OptimState::step`].
+    pub fn export_state(&self, names: &[&str], prefix: &str) -> Result<OptimState> {
+        let n = match self {
+            Optim::Adam(o) => o.vars.len(),
+            Optim::CpuAdam(o) => o.vars.len(),
+            Optim::RmsProp(o) => o.vars.len(),
+        };
+        if names.len() != n {
+            return Err(AgentError::Checkpoint(format!(
+                "{} parameter names for an optimiser of {n} variables",
+                names.len()
+            )));
+        }
+        let cpu = |t: &Tensor| t.to_device(&Device::Cpu).map_err(terr);
+        let key = |i: usize, b: &str| format!("{prefix}{}.{b}", names[i]);
+        let mut tensors = Vec::new();
+        let step = match self {
+            Optim::Adam(o) => {
+                for (i, av) in o.vars.iter().enumerate() {
+                    tensors.push((key(i, "exp_avg"), cpu(&av.m)?));
+                    tensors.push((key(i, "exp_avg_sq"), cpu(&av.v)?));
+                }
+                o.step_count()
+            }
+            Optim::CpuAdam(o) => {
+                for (i, var) in o.vars.iter().enumerate() {
+                    let shape = var.shape();
+                    tensors.push((key(i, "exp_avg"), Tensor::from_slice(&o.m[i], shape, &Device::Cpu).map_err(terr)?));
+                    tensors
+                        .push((key(i, "exp_avg_sq"), Tensor::from_slice(&o.v[i], shape, &Device::Cpu).map_err(terr)?));
+                }
+                o.step_count()
+            }
+            Optim::RmsProp(o) => {
+                for (i, rv) in o.vars.iter().enumerate() {
+                    tensors.push((key(i, "square_avg"), cpu(&rv.square_avg)?));
+                    if let Some(m) = &rv.grad_avg {
+                        tensors.push((key(i, "grad_avg"), cpu(m)?));
+                    }
+                    if let Some(b) = &rv.momentum_buf {
+                        tensors.push((key(i, "momentum_buffer"), cpu(b)?));
+                    }
+                }
+                o.step_t
+            }
+        };
+        Ok(OptimState { kind: self.kind_name().to_string(), step, tensors })
+    }
+
+    /// Loads a state written by [`Optim::export_state`] with the same `names` and `prefix` from `tensors` (any
+    /// device; moved to each variable's). A missing tensor, a wrong shape or another optimiser kind is an error
+    /// naming it, and leaves the optimiser unchanged.
+    pub fn import_state(
+        &mut self,
+        kind: &str,
+        step: u64,
+        tensors: &HashMap<String, Tensor>,
+        names: &[&str],
+        prefix: &str,
+    ) -> Result<()> {
+        if kind != self.kind_name() {
+            return Err(AgentError::Checkpoint(format!(
+                "the checkpoint holds {kind} optimiser state, this run uses {}",
+                self.kind_name()
+            )));
+        }
+        let vars: Vec<Var> = match self {
+            Optim::Adam(o) => o.vars.iter().map(|v| v.var.clone()).collect(),
+            Optim::CpuAdam(o) => o.vars.clone(),
+            Optim::RmsProp(o) => o.vars.iter().map(|v| v.var.clone()).collect(),
+        };
+        if names.len() != vars.len() {
+            return Err(AgentError::Checkpoint(format!(
+                "{} parameter names for an optimiser of {} variables",
+                names.len(),
+                vars.len()
+            )));
+        }
+        // Fetch and check everything first: an error changes nothing.
+        let get = |i: usize, b: &str| -> Result<Tensor> {
+            let k = format!("{prefix}{}.{b}", names[i]);
+            let t = tensors.get(&k).ok_or_else(|| AgentError::Checkpoint(format!("optimiser tensor '{k}' missing")))?;
+            if t.dims() != vars[i].dims() {
+                return Err(AgentError::Checkpoint(format!(
+                    "optimiser tensor '{k}' has shape {:?}, the parameter has {:?}",
+                    t.dims(),
+                    vars[i].dims()
+                )));
+            }
+            t.to_dtype(vars[i].dtype()).and_then(|t| t.to_device(vars[i].device())).map_err(terr)
+        };
+        let steps = usize::try_from(step)
+            .ok()
+            .filter(|&s| i32::try_from(s).is_ok())
+            .ok_or_else(|| AgentError::Checkpoint(format!("optimiser step {step} is out of range")))?;
+        match self {
+            Optim::Adam(o) => {
+                let st = (0..vars.len())
+                    .map(|i| Ok((get(i, "exp_avg")?, get(i, "exp_avg_sq")?)))
+                    .collect::<Result<Vec<_>>>()?;
+                for (av, (m, v)) in o.vars.iter_mut().zip(st) {
+                    av.m = m;
+                    av.v = v;
+                }
+                o.step_t = steps;
+            }
+            Optim::CpuAdam(o) => {
+                let flat = |t: Tensor| t.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(terr);
+                let st = (0..vars.len())
+                    .map(|i| Ok((flat(get(i, "exp_avg")?)?, flat(get(i, "exp_avg_sq")?)?)))
+                    .collect::<Result<Vec<_>>>()?;
+                for (i, (m, v)) in st.into_iter().enumerate() {
+                    o.m[i] = m;
+                    o.v[i] = v;
+                }
+                o.t = steps as i32;
+            }
+            Optim::RmsProp(o) => {
+                let st = (0..vars.len())
+                    .map(|i| {
+                        let rv = &o.vars[i];
+                        Ok((
+                            get(i, "square_avg")?,
+                            rv.grad_avg.as_ref().map(|_| get(i, "grad_avg")).transpose()?,
+                            rv.momentum_buf.as_ref().map(|_| get(i, "momentum_buffer")).transpose()?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                for (rv, (sq, ga, mb)) in o.vars.iter_mut().zip(st) {
+                    rv.square_avg = sq;
+                    rv.grad_avg = ga;
+                    rv.momentum_buf = mb;
+                }
+                o.step_t = step;
+            }
+        }
+        Ok(())
+    }
+
     /// One step from the gradients.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         match self {
@@ -318,6 +570,17 @@ impl Optim {
         }
         .map_err(terr)
     }
+}
+
+/// An optimiser's exported state ([`Optim::export_state`]).
+#[derive(Debug, Clone)]
+pub struct OptimState {
+    /// `"adam"` or `"rmsprop"`.
+    pub kind: String,
+    /// Steps taken.
+    pub step: u64,
+    /// Named CPU tensors (moments, averages, buffers).
+    pub tensors: Vec<(String, Tensor)>,
 }
 
 /// PyTorch's `clip_grad_norm_`: when the global L2 norm of the gradients of `vars` exceeds `max_norm`, scales
@@ -467,5 +730,97 @@ mod tests {
         close(&g.get(&p).unwrap().to_vec1::<f32>().unwrap(), &[0.3, 0.4]);
         let mut g = quad_grads(&p, &[f32::NAN, 0.0]);
         assert!(matches!(clip_grad_norm(&mut g, &[p], 10.0), Err(AgentError::Diverged(_))));
+    }
+
+    #[test]
+    fn tensor_adam_is_bit_identical_to_candle_adamw() {
+        let init = [0.5f32, -1.0, 2.0, 0.25];
+        let a = Var::new(&init, &Device::Cpu).unwrap();
+        let b = Var::new(&init, &Device::Cpu).unwrap();
+        let p = ParamsAdamW { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
+        let mut ours = Adam::new(vec![a.clone()], p.clone()).unwrap();
+        let mut theirs = candle_nn::AdamW::new(vec![b.clone()], p).unwrap();
+        for k in 0..6 {
+            let c = [3.0 - k as f32, -4.0, 0.5 * k as f32, 12.0];
+            ours.step(&quad_grads(&a, &c)).unwrap();
+            theirs.step(&quad_grads(&b, &c)).unwrap();
+            assert_eq!(a.to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap(), "step {k}");
+        }
+    }
+
+    /// Steps `opt` on `p` with gradients `c(k)` for `k` in `ks` and returns the parameter values.
+    fn run(opt: &mut Optim, p: &Var, ks: std::ops::Range<usize>) -> Vec<f32> {
+        for k in ks {
+            let c = [1.5 - k as f32, 0.25 * k as f32, -2.0, 0.75];
+            opt.step(&quad_grads(p, &c)).unwrap();
+        }
+        p.to_vec1::<f32>().unwrap()
+    }
+
+    #[test]
+    fn exported_state_resumes_every_optimiser_bit_exactly() {
+        let init = [0.5f32, -1.0, 2.0, 0.25];
+        let rms = |centered, momentum| ParamsRmsProp {
+            lr: 0.01,
+            alpha: 0.95,
+            eps: 0.01,
+            centered,
+            momentum,
+            eps_inside_sqrt: centered,
+        };
+        type Make = Box<dyn Fn(Var) -> Optim>;
+        let makes: Vec<(&str, Make)> = vec![
+            ("cpu adam", Box::new(|v| Optim::adam(vec![v], 0.01, 1e-8).unwrap())),
+            ("tensor adam", Box::new(|v| Optim::candle_adam(vec![v], 0.01, 1e-8).unwrap())),
+            ("rmsprop", Box::new(move |v| Optim::rmsprop(vec![v], rms(false, 0.0)).unwrap())),
+            ("centered rmsprop + momentum", Box::new(move |v| Optim::rmsprop(vec![v], rms(true, 0.9)).unwrap())),
+        ];
+        for (what, make) in &makes {
+            // uninterrupted: 7 steps
+            let p = Var::new(&init, &Device::Cpu).unwrap();
+            let full = run(&mut make(p.clone()), &p, 0..7);
+            // 4 steps, export, import into a fresh optimiser (a new process), 3 more steps
+            let q = Var::new(&init, &Device::Cpu).unwrap();
+            let mut first = make(q.clone());
+            run(&mut first, &q, 0..4);
+            let st = first.export_state(&["w"], "optimizer.").unwrap();
+            assert_eq!(st.step, 4, "{what}");
+            let map: HashMap<String, Tensor> = st.tensors.iter().cloned().collect();
+            let mid = q.to_vec1::<f32>().unwrap();
+            let r = Var::new(mid.as_slice(), &Device::Cpu).unwrap();
+            let mut second = make(r.clone());
+            second.import_state(&st.kind, st.step, &map, &["w"], "optimizer.").unwrap();
+            assert_eq!(run(&mut second, &r, 4..7), full, "{what}");
+            // without the state the continuation differs (the test can fail)
+            let s = Var::new(mid.as_slice(), &Device::Cpu).unwrap();
+            assert_ne!(run(&mut make(s.clone()), &s, 4..7), full, "{what}");
+        }
+        // the tensor names are PyTorch's
+        let p = Var::new(&init, &Device::Cpu).unwrap();
+        let mut o = Optim::rmsprop(vec![p.clone()], rms(true, 0.9)).unwrap();
+        run(&mut o, &p, 0..1);
+        let names: Vec<String> =
+            o.export_state(&["q.0.weight"], "").unwrap().tensors.into_iter().map(|t| t.0).collect();
+        assert_eq!(names, ["q.0.weight.square_avg", "q.0.weight.grad_avg", "q.0.weight.momentum_buffer"]);
+    }
+
+    #[test]
+    fn importing_bad_state_is_an_error_and_changes_nothing() {
+        let p = Var::new(&[1.0f32, 2.0], &Device::Cpu).unwrap();
+        let mut o = Optim::adam(vec![p.clone()], 0.1, 1e-8).unwrap();
+        let st = o.export_state(&["w"], "").unwrap();
+        let mut map: HashMap<String, Tensor> = st.tensors.into_iter().collect();
+        let e = o.import_state("rmsprop", 3, &map, &["w"], "").unwrap_err().to_string();
+        assert!(e.contains("rmsprop") && e.contains("adam"), "{e}");
+        map.insert("w.exp_avg_sq".into(), Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap());
+        let e = o.import_state("adam", 3, &map, &["w"], "").unwrap_err().to_string();
+        assert!(e.contains("w.exp_avg_sq") && e.contains("[3]"), "{e}");
+        map.remove("w.exp_avg");
+        let e = o.import_state("adam", 3, &map, &["w"], "").unwrap_err().to_string();
+        assert!(e.contains("'w.exp_avg' missing"), "{e}");
+        let e = o.export_state(&["a", "b"], "").unwrap_err().to_string();
+        assert!(e.contains("2 parameter names"), "{e}");
+        let Optim::CpuAdam(c) = &o else { panic!("CPU variables give CpuAdam") };
+        assert_eq!(c.step_count(), 0);
     }
 }

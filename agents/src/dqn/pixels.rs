@@ -1,9 +1,11 @@
 //! DQN on Atari pixels (cargo feature `atari`): `u8` frame stacks from an [`AtariVecEnv`], stored once per frame
 //! in a [`FrameStackStorage`], learned by the Nature CNN with the same update as the flat path
-//! (`learn::td_update`, shared with the flat path).
+//! (`learn::td_update_tensors`, shared with the flat path).
 //!
 //! * Observations stay bytes on the host, in the replay buffer and on the way to the device; the network scales
-//!   them by 1/255 there (Mnih et al. 2015; SB3's `NatureCNN`).
+//!   them by 1/255 there (Mnih et al. 2015; SB3's `NatureCNN`). Minibatches are sampled as frame windows
+//!   ([`WindowBatch`]): each frame a transition needs is copied and uploaded once, and `obs` / `next_obs` are
+//!   `narrow` views of the uploaded window.
 //! * Acting is epsilon-greedy over the vector env with one batched forward pass for the envs that act greedily.
 //! * [`AtariVecEnv`] autoresets in Gymnasium's `NextStep` mode: the step after an episode's end only resets that
 //!   env. That reset step stores no transition and is not counted in `steps_done` (which counts the actions the
@@ -22,23 +24,31 @@
 //! let mut agent = PixelDqnTrainer::new(&cfg, &env, 0, "cpu").unwrap();
 //! agent.train(1_000, &mut NullReporter).unwrap();
 //! ```
+use std::path::Path;
 use std::time::Instant;
 
 use bellman_envs::Space;
 use bellman_envs::atari::{AtariConfig, AtariEnv, AtariVecEnv, config_from_options};
 use bellman_replay::{
-    Batch, FrameReplay, FrameStackStorage, NStep, PrioritizedReplayBuffer, ReplayBuffer, Transition, TransitionSink,
+    FrameReplay, FrameStackStorage, NStep, PrioritizedReplayBuffer, ReplayBuffer, Transition, TransitionSink,
+    WindowBatch,
 };
 use candle_core::{D, Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
 
-use super::learn::{UpdateOut, UpdateScratch, td_update};
+use super::learn::{Rows, UpdateOut, UpdateScratch, td_update_tensors};
 use super::network::{Arch, NetSpec, QNetwork, terr};
 use super::optim::{Optim, OptimizerKind};
-use super::{DqnConfig, EXPLORE_STREAM, INIT_STREAM, REPLAY_STREAM, Running, device, replay_err};
+use super::{
+    DqnConfig, EXPLORE_STREAM, INIT_STREAM, LOSS_SUM, OPT_PREFIX, Q_SUM, REPLAY_STREAM, Running, STATE_VERSION,
+    derived_env_seed, device, replay_err,
+};
 use crate::error::{AgentError, Result};
-use crate::trainer::{Checkpoint, EnvSetup, EpisodeRecord, EvalResult, Reporter, Trainer};
+use crate::trainer::{
+    Checkpoint, EnvSetup, EpisodeRecord, EvalEpsilon, EvalResult, Reporter, ResumeReport, Trainer, pcg_from_json,
+    pcg_to_json,
+};
 
 /// True for the env ids the pixel trainer handles: `ALE/<Game>-v5`.
 ///
@@ -56,6 +66,18 @@ fn game_of(id: &str) -> Result<&str> {
     id.strip_prefix("ALE/").and_then(|g| g.strip_suffix("-v5")).filter(|g| !g.is_empty()).ok_or_else(|| {
         AgentError::Unsupported(format!("env id {id:?}: the pixel DQN needs an id of the form ALE/<Game>-v5"))
     })
+}
+
+/// Uploads the frame windows of `w` once, as `[B, stack + shift, frame_shape..]` bytes, and returns the
+/// observation and next-observation stacks as views of it (`narrow` on dim 1: frames `0..stack` and
+/// `shift..shift + stack` of every row).
+fn upload_window(w: &WindowBatch<i64>, frame_shape: &[usize], device: &Device) -> Result<(Tensor, Tensor)> {
+    let mut shape = vec![w.len(), w.width];
+    shape.extend_from_slice(frame_shape);
+    let window = Tensor::from_slice(&w.frames, shape, device).map_err(terr)?;
+    let obs = window.narrow(1, 0, w.stack).map_err(terr)?;
+    let next_obs = window.narrow(1, w.shift, w.stack).map_err(terr)?;
+    Ok((obs, next_obs))
 }
 
 /// The replay buffer of either kind, over frame-deduplicated storage.
@@ -92,7 +114,8 @@ pub struct PixelDqnTrainer {
     nstep: Option<NStep<u8, i64>>,
     explore_rng: Pcg64,
     replay_rng: Pcg64,
-    batch: Batch<u8, i64>,
+    /// Sampled minibatch in frame-window layout (each frame a row needs once; see `gradient_step`).
+    batch: WindowBatch<i64>,
     upd: UpdateScratch,
     td: Vec<f32>,
     /// Previous observation of every env (`n_envs * obs_len` bytes).
@@ -116,6 +139,9 @@ pub struct PixelDqnTrainer {
     running: Running,
     next_metrics: u64,
     learn_gate: u64,
+    /// The seed the training envs were last reset with (env `i`: `env_seed + i`): the run's seed, or after a
+    /// resume one derived from it and the step.
+    env_seed: u64,
 }
 
 impl std::fmt::Debug for PixelDqnTrainer {
@@ -216,7 +242,7 @@ impl PixelDqnTrainer {
             nstep,
             explore_rng: Pcg64::seed_from_u64(seed ^ EXPLORE_STREAM),
             replay_rng: Pcg64::seed_from_u64(seed ^ REPLAY_STREAM),
-            batch: Batch::new(),
+            batch: WindowBatch::new(),
             upd: UpdateScratch::default(),
             td: Vec::new(),
             last_obs: vec![0; n * obs_len],
@@ -236,6 +262,7 @@ impl PixelDqnTrainer {
             running: Running::default(),
             next_metrics: cfg.metrics_every,
             learn_gate: cfg.learning_starts,
+            env_seed: seed,
         })
     }
 
@@ -393,22 +420,32 @@ impl PixelDqnTrainer {
     pub fn gradient_step(&mut self) -> Result<()> {
         let b = self.cfg.batch_size;
         match &mut self.replay {
-            PixelReplay::Uniform(r) => r.sample(b, &mut self.replay_rng, &mut self.batch),
+            PixelReplay::Uniform(r) => r.sample_window(b, &mut self.replay_rng, &mut self.batch),
             PixelReplay::Prioritized(r) => {
                 let beta = self.cfg.per_beta_at(self.steps);
-                r.sample(b, beta, &mut self.replay_rng, &mut self.batch)
+                r.sample_window(b, beta, &mut self.replay_rng, &mut self.batch)
             }
         }
         .map_err(replay_err)?;
         let weighted = matches!(self.replay, PixelReplay::Prioritized(_));
-        let UpdateOut { loss, q_taken, targets } = td_update(
+        // One upload of the frame windows `[B, stack + shift, H, W]` (5 frames per row for one-step transitions
+        // instead of 4 + 4); obs and next_obs are views of it on the device.
+        let w = &self.batch;
+        let (obs, next_obs) = upload_window(w, &self.online.spec().obs_shape[1..], &self.device)?;
+        let rows = Rows {
+            actions: &w.actions,
+            rewards: &w.rewards,
+            terminated: &w.terminated,
+            discounts: &w.discounts,
+            weights: weighted.then_some(w.weights.as_slice()),
+        };
+        let UpdateOut { loss, q_taken, targets } = td_update_tensors(
             &self.cfg,
-            &self.online,
-            &self.target,
+            (&self.online, &self.target),
             &mut self.optim,
             &self.vars,
-            &self.batch,
-            weighted,
+            (&obs, &next_obs),
+            &rows,
             &mut self.upd,
             &self.device,
             (self.steps, self.updates),
@@ -432,6 +469,214 @@ impl PixelDqnTrainer {
         reporter.metrics(&m);
         Ok(())
     }
+}
+
+/// Checkpointing and resuming (see [`Trainer::resume`]).
+impl PixelDqnTrainer {
+    /// The train state: target network (its own tensor names), optimiser state and the metrics sums in progress
+    /// as safetensors; counters, schedules and generators as JSON.
+    fn train_state(&self) -> Result<(Vec<u8>, serde_json::Value)> {
+        let ck = |e: candle_core::Error| AgentError::Checkpoint(e.to_string());
+        let cpu = Device::Cpu;
+        let mut tensors: Vec<(String, Tensor)> = Vec::new();
+        for (n, v) in self.target.named_params() {
+            tensors.push((n.clone(), v.as_tensor().to_device(&cpu).map_err(ck)?));
+        }
+        let opt = self.optim.export_state(&self.online.param_names(), OPT_PREFIX)?;
+        tensors.extend(opt.tensors);
+        for (name, t) in [(LOSS_SUM, &self.running.loss), (Q_SUM, &self.running.q)] {
+            if let Some(t) = t {
+                tensors.push((name.into(), t.to_device(&cpu).map_err(ck)?));
+            }
+        }
+        let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), None)
+            .map_err(|e| AgentError::Checkpoint(e.to_string()))?;
+        let meta = serde_json::json!({
+            "state_version": STATE_VERSION,
+            "rollout": self.rollout,
+            "next_metrics": self.next_metrics,
+            "learn_gate": self.learn_gate,
+            "started": self.started,
+            "running_updates": self.running.updates,
+            "optimizer": { "kind": opt.kind, "step": opt.step },
+            "rng": { "explore": pcg_to_json(&self.explore_rng)?, "replay": pcg_to_json(&self.replay_rng)? },
+            "env_seed": self.env_seed,
+            "replay_len": self.replay_len(),
+            "replay_pushed": self.replay_pushed(),
+        });
+        Ok((bytes, meta))
+    }
+
+    /// Transitions ever pushed into the replay buffer: identifies the buffer of one checkpoint.
+    fn replay_pushed(&self) -> u64 {
+        use bellman_replay::Storage;
+        match &self.replay {
+            PixelReplay::Uniform(b) => b.storage().live().end,
+            PixelReplay::Prioritized(b) => b.storage().live().end,
+        }
+    }
+
+    /// Restores everything a checkpoint holds (all but the replay buffer) and restarts the training envs on new
+    /// episodes; the report says so.
+    fn restore_state(&mut self, ckpt: &Checkpoint) -> Result<ResumeReport> {
+        let bad = |m: String| AgentError::Checkpoint(m);
+        let meta = &ckpt.meta;
+        let get = |k: &str| meta.get(k).and_then(|v| v.as_u64());
+        let req = |k: &str| get(k).ok_or_else(|| bad(format!("checkpoint meta lacks the integer '{k}'")));
+        let mut report = ResumeReport::exact();
+        self.online.load_safetensors(&ckpt.weights)?;
+        match &ckpt.train_state {
+            Some(t) => self.target.load_safetensors(t)?,
+            None => self.target.copy_from(&self.online)?,
+        }
+        if let Some(seed) = get("seed") {
+            self.seed = seed;
+        }
+        self.steps = get("steps").unwrap_or(0);
+        self.episodes = get("episodes").unwrap_or(0);
+        self.updates = get("updates").unwrap_or(0);
+        self.calls = get("vector_steps").unwrap_or(0);
+        self.running = Running::default();
+        match (&ckpt.train_state, get("state_version") == Some(STATE_VERSION)) {
+            (Some(ts), true) => {
+                let map = candle_core::safetensors::load_buffer(ts, &Device::Cpu)
+                    .map_err(|e| bad(format!("cannot read the train state: {e}")))?;
+                self.rollout = req("rollout")?;
+                self.next_metrics = req("next_metrics")?;
+                self.learn_gate = req("learn_gate")?;
+                let opt = meta.get("optimizer").ok_or_else(|| bad("checkpoint meta lacks 'optimizer'".into()))?;
+                let kind = opt.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+                let step =
+                    opt.get("step").and_then(|k| k.as_u64()).ok_or_else(|| bad(format!("optimizer state {opt}")))?;
+                let rng = meta.get("rng").ok_or_else(|| bad("checkpoint meta lacks 'rng'".into()))?;
+                let (explore, replay) = (pcg_from_json(&rng["explore"])?, pcg_from_json(&rng["replay"])?);
+                let names = self.online.param_names();
+                self.optim.import_state(kind, step, &map, &names, OPT_PREFIX)?;
+                (self.explore_rng, self.replay_rng) = (explore, replay);
+                let dev = |t: &Tensor| t.to_device(&self.device).map_err(terr);
+                self.running.loss = map.get(LOSS_SUM).map(dev).transpose()?;
+                self.running.q = map.get(Q_SUM).map(dev).transpose()?;
+                self.running.updates = req("running_updates")?;
+            }
+            _ => {
+                report.not_exact(
+                    "the checkpoint holds no optimiser or generator state (an older format): the optimiser \
+                     restarts from zero moments",
+                );
+                self.rollout = 0;
+                self.next_metrics = self.steps + self.cfg.metrics_every;
+                self.learn_gate = self.steps + self.cfg.learning_starts.max(self.cfg.batch_size as u64);
+            }
+        }
+        self.running.since_step = self.steps;
+        let started = meta.get("started").and_then(|v| v.as_bool()).unwrap_or(self.steps > 0);
+        if started {
+            let seed = derived_env_seed(self.seed, self.steps);
+            self.restart_envs(seed)?;
+            report.not_exact(format!(
+                "the Atari envs restart their episodes (rebuilding them would replay every ALE step of the run): \
+                 training envs reseeded with {seed} (derived from the seed and step); the network, optimiser, \
+                 generators, counters and replay buffer continue as in the uninterrupted run"
+            ));
+        } else {
+            self.started = false;
+        }
+        Ok(report)
+    }
+
+    /// Resets every training env with `seed` (env `i`: `seed + i`) on a new episode, dropping the episodes and
+    /// n-step windows in progress.
+    fn restart_envs(&mut self, seed: u64) -> Result<()> {
+        let obs = self.envs.reset(Some(seed))?;
+        self.last_obs.copy_from_slice(obs);
+        self.ep_ret.fill(0.0);
+        self.ep_len.fill(0);
+        self.resetting.fill(false);
+        if self.nstep.is_some() {
+            let c = &self.cfg;
+            self.nstep = Some(NStep::new(c.n_step, c.gamma, c.n_envs, self.obs_len, 1).map_err(replay_err)?);
+        }
+        self.env_seed = seed;
+        self.started = true;
+        self.start_time = Some(Instant::now());
+        self.running.since_time = self.start_time;
+        self.running.since_step = self.steps;
+        Ok(())
+    }
+
+    /// Loads the replay buffer written by [`Trainer::save_replay`], checking it fits this config and, when
+    /// `pushed` is given, that it is the buffer of that checkpoint.
+    fn load_replay(&mut self, path: &Path, pushed: Option<u64>) -> Result<()> {
+        use bellman_replay::Storage;
+        let want = match &self.replay {
+            PixelReplay::Uniform(b) => b.storage(),
+            PixelReplay::Prioritized(b) => b.storage(),
+        };
+        let (cap, shape) = (want.capacity(), want.obs_shape().to_vec());
+        let check = |s: &FrameStackStorage<i64>| -> Result<()> {
+            if (s.capacity(), s.obs_shape(), s.action_dim()) != (cap, shape.as_slice(), 1) {
+                return Err(AgentError::Checkpoint(format!(
+                    "replay buffer {} holds capacity {}, frame stacks of shape {:?} and actions of {} values; this \
+                     run needs buffer_size {cap}, {shape:?} and 1",
+                    path.display(),
+                    s.capacity(),
+                    s.obs_shape(),
+                    s.action_dim()
+                )));
+            }
+            match pushed {
+                Some(n) if n != s.live().end => Err(AgentError::Checkpoint(format!(
+                    "replay buffer {} holds the first {} transitions of the run, the checkpoint was taken after \
+                     {n}: it belongs to another checkpoint",
+                    path.display(),
+                    s.live().end
+                ))),
+                _ => Ok(()),
+            }
+        };
+        let loaded = match &self.replay {
+            PixelReplay::Uniform(_) => {
+                let b = FrameReplay::<i64>::load(path).map_err(replay_err)?;
+                check(b.storage())?;
+                PixelReplay::Uniform(b)
+            }
+            PixelReplay::Prioritized(_) => {
+                let b = PrioritizedReplayBuffer::<FrameStackStorage<i64>>::load(path).map_err(replay_err)?;
+                check(b.storage())?;
+                PixelReplay::Prioritized(b)
+            }
+        };
+        self.replay = loaded;
+        Ok(())
+    }
+}
+
+/// Runs `episodes` evaluation episodes of an Atari env (seeded `seed, seed + 1, ...`), choosing each action with
+/// `act` from the current `u8` frame stack: the evaluation loop of the pixel trainers (single-process and Ape-X).
+pub(crate) fn evaluate_atari(
+    env: &mut AtariEnv,
+    episodes: usize,
+    seed: u64,
+    mut act: impl FnMut(&[u8]) -> Result<usize>,
+) -> Result<EvalResult> {
+    let mut obs = vec![0u8; env.obs_len()];
+    let mut res = EvalResult { returns: Vec::with_capacity(episodes), lengths: Vec::with_capacity(episodes) };
+    for ep in 0..episodes {
+        env.reset_into(Some(seed + ep as u64), &mut obs)?;
+        let (mut ret, mut len) = (0.0, 0u64);
+        loop {
+            let a = act(&obs)?;
+            let out = env.step_into(a, &mut obs)?;
+            ret += out.reward;
+            len += 1;
+            if out.terminated || out.truncated {
+                break;
+            }
+        }
+        res.returns.push(ret);
+        res.lengths.push(len);
+    }
+    Ok(res)
 }
 
 impl Trainer for PixelDqnTrainer {
@@ -476,74 +721,195 @@ impl Trainer for PixelDqnTrainer {
         if self.eval_env.is_none() {
             self.eval_env = Some(AtariEnv::new(self.atari.clone())?);
         }
-        let mut obs = vec![0u8; self.obs_len];
-        let mut res = EvalResult { returns: Vec::with_capacity(episodes), lengths: Vec::with_capacity(episodes) };
+        let mut env = self.eval_env.take().expect("just set");
+        let mut explore = EvalEpsilon::new(self.cfg.eval_epsilon, self.n_actions, seed);
         let mut act = [0usize];
-        for ep in 0..episodes {
-            let env = self.eval_env.as_mut().expect("just set");
-            env.reset_into(Some(seed + ep as u64), &mut obs)?;
-            let (mut ret, mut len) = (0.0, 0u64);
-            loop {
-                self.greedy_into(&obs, &mut act)?;
-                let env = self.eval_env.as_mut().expect("just set");
-                let out = env.step_into(act[0], &mut obs)?;
-                ret += out.reward;
-                len += 1;
-                if out.terminated || out.truncated {
-                    break;
-                }
-            }
-            res.returns.push(ret);
-            res.lengths.push(len);
-        }
-        Ok(res)
+        // Taken out while `greedy_into` borrows the trainer; put back whatever the result.
+        let res = evaluate_atari(&mut env, episodes, seed, |obs| match explore.explore() {
+            Some(a) => Ok(a),
+            None => self.greedy_into(obs, &mut act).map(|()| act[0]),
+        });
+        self.eval_env = Some(env);
+        res
     }
 
     fn checkpoint(&self) -> Result<Checkpoint> {
         let cfg = serde_json::to_value(&self.cfg).map_err(|e| AgentError::Checkpoint(e.to_string()))?;
-        Ok(Checkpoint {
-            weights: self.online.to_safetensors()?,
-            train_state: Some(self.target.to_safetensors()?),
-            meta: serde_json::json!({
-                "algorithm": "dqn",
-                "observations": "atari u8 frame stacks",
-                "game": self.atari.game,
-                "seed": self.seed,
-                "steps": self.steps,
-                "episodes": self.episodes,
-                "updates": self.updates,
-                "vector_steps": self.calls,
-                "epsilon": self.cfg.epsilon(self.steps),
-                "n_actions": self.n_actions,
-                "obs_shape": self.online.spec().obs_shape,
-                "config": cfg,
-                "train_state": "target network weights (same tensor names); optimiser moments and the replay \
-                                buffer are not saved",
-            }),
-        })
+        let (train_state, state) = self.train_state()?;
+        let mut meta = serde_json::json!({
+            "algorithm": "dqn",
+            "observations": "atari u8 frame stacks",
+            "game": self.atari.game,
+            "seed": self.seed,
+            "steps": self.steps,
+            "episodes": self.episodes,
+            "updates": self.updates,
+            "vector_steps": self.calls,
+            "epsilon": self.cfg.epsilon(self.steps),
+            "n_actions": self.n_actions,
+            "obs_shape": self.online.spec().obs_shape,
+            "config": cfg,
+            "train_state": "target network weights (same tensor names), optimizer state (optimizer.<param>.<buffer>, \
+                            PyTorch's names) and the metrics sums in progress (resume.*); the replay buffer is saved \
+                            separately; the Atari envs are not saved (a resume restarts their episodes)",
+        });
+        if let (Some(m), serde_json::Value::Object(st)) = (meta.as_object_mut(), state) {
+            m.extend(st);
+        }
+        Ok(Checkpoint { weights: self.online.to_safetensors()?, train_state: Some(train_state), meta })
     }
 
+    /// Restores everything but the replay buffer (see [`Trainer::resume`]): learning waits
+    /// `max(learning_starts, batch_size)` steps for the buffer to refill.
     fn restore(&mut self, ckpt: &Checkpoint) -> Result<()> {
-        self.online.load_safetensors(&ckpt.weights)?;
-        match &ckpt.train_state {
-            Some(t) => self.target.load_safetensors(t)?,
-            None => self.target.copy_from(&self.online)?,
+        self.resume(ckpt, None).map(|_| ())
+    }
+
+    /// Restores the networks, the optimiser's moments, the exploration and replay generators, the counters and
+    /// the metrics sums in progress exactly, and the replay buffer from `replay` (written by
+    /// [`Trainer::save_replay`]). Not exact once training has started: the Atari envs restart their episodes,
+    /// seeded with a seed derived from the run's seed and step (recorded as `env_seed` in later checkpoints),
+    /// since rebuilding them would mean replaying every ALE step of the run. Without `replay`, learning waits
+    /// `max(learning_starts, batch_size)` steps for the buffer to refill.
+    fn resume(&mut self, ckpt: &Checkpoint, replay: Option<&Path>) -> Result<ResumeReport> {
+        let mut report = self.restore_state(ckpt)?;
+        let saved = ckpt.meta.get("replay_len").and_then(|v| v.as_u64());
+        match replay {
+            Some(p) => self.load_replay(p, ckpt.meta.get("replay_pushed").and_then(|v| v.as_u64()))?,
+            None if saved == Some(0) => {}
+            None => {
+                let refill = self.cfg.learning_starts.max(self.cfg.batch_size as u64);
+                self.learn_gate = self.learn_gate.max(self.steps + refill);
+                report.not_exact(format!(
+                    "the replay buffer was not saved (checkpoint.save_replay): learning waits {refill} steps \
+                     (max(learning_starts, batch_size)) for it to refill"
+                ));
+            }
         }
-        let get = |k: &str| ckpt.meta.get(k).and_then(|v| v.as_u64());
-        if let Some(s) = get("steps") {
-            self.steps = s;
-            self.next_metrics = s + self.cfg.metrics_every;
-            self.learn_gate = s + self.cfg.learning_starts.max(self.cfg.batch_size as u64);
+        Ok(report)
+    }
+
+    fn replay_bytes(&self) -> Option<u64> {
+        Some(match &self.replay {
+            PixelReplay::Uniform(b) => b.memory_bytes(),
+            PixelReplay::Prioritized(b) => b.memory_bytes(),
+        } as u64)
+    }
+
+    fn save_replay(&self, path: &Path) -> Result<bool> {
+        match &self.replay {
+            PixelReplay::Uniform(b) => b.save(path),
+            PixelReplay::Prioritized(b) => b.save(path),
         }
-        if let Some(e) = get("episodes") {
-            self.episodes = e;
+        .map_err(replay_err)?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bellman_replay::Batch;
+
+    use super::*;
+    use crate::dqn::learn::td_update;
+    use crate::dqn::network::{Activation, Init};
+
+    /// Online and target network (the same seed gives the same weights) with a fresh Adam.
+    fn learner(spec: &NetSpec) -> (QNetwork, QNetwork, Optim, Vec<candle_core::Var>) {
+        let mut rng = Pcg64::seed_from_u64(5);
+        let online = QNetwork::new(spec, &mut rng, &Device::Cpu).unwrap();
+        let target = QNetwork::new(spec, &mut rng, &Device::Cpu).unwrap();
+        let vars = online.vars();
+        let optim = Optim::adam(vars.clone(), 1e-3, 1e-8).unwrap();
+        (online, target, optim, vars)
+    }
+
+    fn host(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    /// The window upload with `narrow` views gives the same TD update, bit for bit, as uploading both full stacks
+    /// (the path it replaces): one-step rows (shift 1), a reset-padded first stack, and a batch mixing one- and
+    /// two-step rows (which falls back to full stacks, shift 4). Double DQN and PER weights on.
+    #[test]
+    fn window_views_give_the_same_update_as_full_stacks() {
+        let spec = NetSpec {
+            arch: Arch::NatureCnn,
+            obs_shape: vec![4, 84, 84],
+            hidden: vec![16],
+            activation: Activation::Relu,
+            dueling: false,
+            n_actions: 3,
+            init: Init::Torch,
+        };
+        let cfg = DqnConfig { network: Arch::NatureCnn, double_dqn: true, ..DqnConfig::default() };
+        let fl = 84 * 84;
+        let mut rng = Pcg64::seed_from_u64(0);
+        let frames: Vec<u8> = (0..40 * fl).map(|_| rng.random()).collect();
+        let first: Vec<u8> = frames[..fl].repeat(4);
+        let mut buf = ReplayBuffer::frame_stack::<i64>(64, 4, &[84, 84], 1).unwrap();
+        for t in 0..30 {
+            // slot 0: the reset-padded first stack [f0, f0, f0, f0] -> [f0, f0, f0, f1]; slot 6: a two-step row
+            let (obs, next) = match t {
+                0 => (first.clone(), [&first[..3 * fl], &frames[fl..2 * fl]].concat()),
+                6 => (frames[t * fl..(t + 4) * fl].to_vec(), frames[(t + 2) * fl..(t + 6) * fl].to_vec()),
+                _ => (frames[t * fl..(t + 4) * fl].to_vec(), frames[(t + 1) * fl..(t + 5) * fl].to_vec()),
+            };
+            let t = Transition {
+                obs: &obs,
+                action: &[(t % 3) as i64],
+                reward: t as f32 * 0.1,
+                next_obs: &next,
+                terminated: t % 11 == 10,
+                truncated: false,
+                discount: 0.99,
+            };
+            buf.push(&t).unwrap();
         }
-        if let Some(u) = get("updates") {
-            self.updates = u;
+        for (slots, shift) in [(vec![0usize, 1, 2, 3, 9], 1), (vec![0, 6, 13], 4)] {
+            let mut w = WindowBatch::new();
+            buf.gather_window(&slots, &mut w).unwrap();
+            assert_eq!(w.shift, shift, "slots {slots:?}");
+            w.weights.iter_mut().enumerate().for_each(|(i, x)| *x = 1.0 - 0.1 * i as f32);
+            let mut b = Batch::new();
+            w.to_batch(&mut b);
+            let mut full = Batch::new();
+            buf.gather(&slots, &mut full).unwrap();
+            assert_eq!((&b.obs, &b.next_obs), (&full.obs, &full.next_obs));
+
+            let (on_a, tg_a, mut opt_a, vars_a) = learner(&spec);
+            let mut scratch = UpdateScratch::default();
+            let a = td_update(&cfg, &on_a, &tg_a, &mut opt_a, &vars_a, &b, true, &mut scratch, &Device::Cpu, (0, 0))
+                .unwrap();
+
+            let (on_b, tg_b, mut opt_b, vars_b) = learner(&spec);
+            let (obs, next_obs) = upload_window(&w, &[84, 84], &Device::Cpu).unwrap();
+            assert_eq!(obs.dims(), &[slots.len(), 4, 84, 84]);
+            let rows = Rows {
+                actions: &w.actions,
+                rewards: &w.rewards,
+                terminated: &w.terminated,
+                discounts: &w.discounts,
+                weights: Some(&w.weights),
+            };
+            let out = td_update_tensors(
+                &cfg,
+                (&on_b, &tg_b),
+                &mut opt_b,
+                &vars_b,
+                (&obs, &next_obs),
+                &rows,
+                &mut scratch,
+                &Device::Cpu,
+                (0, 0),
+            )
+            .unwrap();
+            assert_eq!(host(&a.loss), host(&out.loss), "slots {slots:?}");
+            assert_eq!(host(&a.q_taken), host(&out.q_taken));
+            assert_eq!(host(&a.targets), host(&out.targets));
+            for (x, y) in vars_a.iter().zip(&vars_b) {
+                assert_eq!(host(x.as_tensor()), host(y.as_tensor()), "weights after the step");
+            }
         }
-        if let Some(c) = get("vector_steps") {
-            self.calls = c;
-        }
-        Ok(())
     }
 }

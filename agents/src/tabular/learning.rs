@@ -7,7 +7,9 @@
 //!   next state as usual and then ends the episode.
 //! * Step size and epsilon: constant, or linear from a start to a final value over a number of episodes.
 //! * Seeding: episode `k` reseeds both the env (`reset(Some(..))`) and the agent's generator from `(seed, k)`, so
-//!   a run is reproducible and resumes exactly from a checkpoint taken between episodes.
+//!   a run is reproducible and resumes exactly from a checkpoint taken between episodes; one taken mid-episode
+//!   resumes exactly too with [`TdLearner::episode_in_progress`] and [`TdLearner::resume_episode`] (the
+//!   episode's actions replayed on the env reseeded for it).
 //!
 //! ```
 //! use bellman_agents::tabular::{TabularConfig, TdAlgorithm, learning::{MdpEnv, TableMdp, run_episodes}};
@@ -119,6 +121,27 @@ pub struct TdLearner {
     cur: Option<Current>,
     eps_now: f64,
     alpha_now: f64,
+    /// Actions taken so far in the episode in progress.
+    ep_actions: Vec<u32>,
+}
+
+/// An episode in progress as a checkpoint saves it ([`TdLearner::episode_in_progress`]); with the `Q` table and
+/// the counters it is the learner's whole state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpisodeInProgress {
+    /// The current state.
+    pub state: usize,
+    /// The next action, already chosen (SARSA's `a'`).
+    pub action: usize,
+    /// Return so far.
+    pub ret: f64,
+    /// Steps so far.
+    pub len: u64,
+    /// Every action taken so far in the episode: replayed on the env reseeded for the episode, they rebuild the
+    /// env's state (including its generator) exactly.
+    pub actions: Vec<u32>,
+    /// The learner's generator.
+    pub rng: EnvRng,
 }
 
 impl TdLearner {
@@ -152,6 +175,7 @@ impl TdLearner {
             cur: None,
             eps_now: cfg.epsilon,
             alpha_now: cfg.alpha,
+            ep_actions: Vec::new(),
         })
     }
 
@@ -190,6 +214,79 @@ impl TdLearner {
         self.steps = steps;
         self.cur = None;
         Ok(())
+    }
+
+    /// The episode in progress (None between episodes), for a checkpoint.
+    pub fn episode_in_progress(&self) -> Option<EpisodeInProgress> {
+        self.cur.map(|c| EpisodeInProgress {
+            state: c.s,
+            action: c.a,
+            ret: c.ret,
+            len: c.len,
+            actions: self.ep_actions.clone(),
+            rng: self.rng.clone(),
+        })
+    }
+
+    /// Continues the episode in progress `ep` after [`TdLearner::set_state`] (whose `episodes` is the number of
+    /// the episode in progress): resets `env` with that episode's seed and replays its actions without learning.
+    /// Returns `Ok(false)`, with no episode in progress (the next step starts episode `episodes` afresh), when
+    /// the replayed env does not end in `ep.state` (an env that is not deterministic given seed and actions).
+    ///
+    /// ```
+    /// use bellman_agents::tabular::{TabularConfig, learning::TdLearner};
+    /// let mut env = bellman_envs::make_tabular("FrozenLake-v1", &Default::default()).unwrap();
+    /// let cfg = TabularConfig::default();
+    /// let mut a = TdLearner::for_env(&cfg, &*env, 3).unwrap();
+    /// while a.step(&mut *env).unwrap().is_some() || a.episode_in_progress().is_none_or(|e| e.len < 2) {}
+    /// let ep = a.episode_in_progress().unwrap();
+    /// // a new process: a fresh env and learner, the same state
+    /// let mut env2 = bellman_envs::make_tabular("FrozenLake-v1", &Default::default()).unwrap();
+    /// let mut b = TdLearner::for_env(&cfg, &*env2, 3).unwrap();
+    /// b.set_state(a.q().to_vec(), a.episodes(), a.steps()).unwrap();
+    /// assert!(b.resume_episode(&mut *env2, ep).unwrap());
+    /// for _ in 0..200 {
+    ///     assert_eq!(a.step(&mut *env).unwrap(), b.step(&mut *env2).unwrap());
+    /// }
+    /// assert_eq!(a.q(), b.q());
+    /// ```
+    pub fn resume_episode<E: Env<Obs = usize, Action = usize> + ?Sized>(
+        &mut self,
+        env: &mut E,
+        ep: EpisodeInProgress,
+    ) -> Result<bool> {
+        let bad = |m: String| Err(AgentError::Checkpoint(m));
+        if ep.state >= self.n_states || ep.action >= self.n_actions {
+            return bad(format!(
+                "episode in progress at state {} with action {}: outside the {} x {} Q table",
+                ep.state, ep.action, self.n_states, self.n_actions
+            ));
+        }
+        if ep.actions.len() as u64 != ep.len || ep.len == 0 {
+            return bad(format!("episode in progress of length {} with {} logged actions", ep.len, ep.actions.len()));
+        }
+        if let Some(a) = ep.actions.iter().find(|&&a| a as usize >= self.n_actions) {
+            return bad(format!("logged action {a} is outside the env's {} actions", self.n_actions));
+        }
+        self.cur = None;
+        let k = self.episodes;
+        let (mut s, _) = env.reset(Some(episode_env_seed(self.seed, k)))?;
+        for &a in &ep.actions {
+            let st = env.step(a as usize)?;
+            if st.terminated || st.truncated {
+                return Ok(false);
+            }
+            s = st.obs;
+        }
+        if s != ep.state {
+            return Ok(false);
+        }
+        self.eps_now = self.epsilon.at(k);
+        self.alpha_now = self.alpha.at(k);
+        self.rng = ep.rng;
+        self.ep_actions = ep.actions;
+        self.cur = Some(Current { s: ep.state, a: ep.action, ret: ep.ret, len: ep.len });
+        Ok(true)
     }
 
     /// Number of states.
@@ -295,6 +392,7 @@ impl TdLearner {
                 self.eps_now = self.epsilon.at(k);
                 self.alpha_now = self.alpha.at(k);
                 let (s, _) = env.reset(Some(episode_env_seed(self.seed, k)))?;
+                self.ep_actions.clear();
                 let s = self.check_obs(s)?;
                 let a = self.behaviour(s);
                 Current { s, a, ret: 0.0, len: 0 }
@@ -303,6 +401,8 @@ impl TdLearner {
         let Step { obs, reward, terminated, truncated, .. } = env.step(cur.a)?;
         let s2 = self.check_obs(obs)?;
         self.steps += 1;
+        // Amortised: the capacity stays across episodes (action counts fit u32: Q tables are far smaller).
+        self.ep_actions.push(cur.a as u32);
         let gamma = self.cfg.gamma;
         // SARSA's next action is chosen before the update (Sutton and Barto, section 6.4) and then taken.
         let a2 = if terminated { 0 } else { self.behaviour(s2) };

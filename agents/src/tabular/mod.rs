@@ -21,12 +21,15 @@ use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AgentError, Result};
-use crate::trainer::{Checkpoint, EnvSetup, EpisodeRecord, EvalResult, Reporter, TrainMetrics, Trainer};
+use crate::trainer::{
+    Checkpoint, EnvSetup, EpisodeRecord, EvalResult, Reporter, ResumeReport, TrainMetrics, Trainer, pcg_from_json,
+    pcg_to_json,
+};
 
 pub mod learning;
 pub mod planning;
 
-use learning::TdLearner;
+use learning::{EpisodeInProgress, TdLearner};
 
 /// Which TD control algorithm a tabular learner runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -145,9 +148,10 @@ pub const CHECKPOINT_FORMAT: &str = "bellman-tabular-v1";
 /// A tabular TD learner the experiment runner drives through [`Trainer`].
 ///
 /// Training plays episodes on an env built by [`bellman_envs::make_tabular`] (time limit included) and
-/// reports each finished episode. Episode `k` reseeds the env and the learner from `(seed, k)`, so a run
-/// restored from a checkpoint taken between episodes continues exactly as the uninterrupted run (a checkpoint
-/// taken mid-episode resumes at the start of the next episode).
+/// reports each finished episode. Episode `k` reseeds the env and the learner from `(seed, k)`; a checkpoint
+/// also holds the episode in progress (state, next action, return, the learner's generator and the episode's
+/// actions, which replayed on the env reseeded for that episode rebuild it), so a restored run continues exactly
+/// as the uninterrupted one, wherever the checkpoint was taken.
 ///
 /// ```
 /// use bellman_agents::tabular::{TabularConfig, TabularTrainer};
@@ -232,8 +236,13 @@ impl Trainer for TabularTrainer {
                     wall_time: self.started.elapsed().as_secs_f64(),
                     actor: 0,
                 });
-                reporter.progress(self.learner.steps());
             }
+            reporter.progress(self.learner.steps());
+        }
+        if reporter.stop_requested() {
+            // Stopped early (Ctrl-C): the row would sit at a step an uninterrupted run never reports at, and a
+            // resumed run reports this chunk's row at its end as the uninterrupted one does.
+            return Ok(());
         }
         let dt = t0.elapsed().as_secs_f64();
         let done = self.learner.steps() - s0;
@@ -274,14 +283,71 @@ impl Trainer for TabularTrainer {
             "seed": self.seed,
             "episodes": self.learner.episodes(),
             "steps": self.learner.steps(),
+            "episode_in_progress": match self.learner.episode_in_progress() {
+                None => serde_json::Value::Null,
+                Some(e) => serde_json::json!({
+                    "state": e.state,
+                    "action": e.action,
+                    // the bits: JSON floats need not round-trip exactly
+                    "ret_bits": e.ret.to_bits(),
+                    "len": e.len,
+                    "actions": e.actions,
+                    "rng": pcg_to_json(&e.rng)?,
+                }),
+            },
         });
         Ok(Checkpoint { weights, train_state: None, meta })
     }
 
-    /// Restores the `Q` table and, when the meta has them, the episode and step counters (training then
-    /// resumes at the next episode boundary with that episode's seeds). Needs the meta's seed to equal this
-    /// trainer's for an exact resume.
+    /// Restores the `Q` table, the counters and the episode in progress (see [`Trainer::resume`]).
     fn restore(&mut self, ckpt: &Checkpoint) -> Result<()> {
+        self.resume(ckpt, None).map(|_| ())
+    }
+
+    /// Restores the `Q` table and, when the meta has them, the seed, the episode and step counters and the
+    /// episode in progress: exact. A checkpoint without `episode_in_progress` (an older format) drops an episode
+    /// in progress (training resumes at the next episode with that episode's seeds) and says so.
+    fn resume(&mut self, ckpt: &Checkpoint, _replay: Option<&std::path::Path>) -> Result<ResumeReport> {
+        let mut report = self.restore_table(ckpt)?;
+        let bad = |m: String| AgentError::Checkpoint(m);
+        match ckpt.meta.get("episode_in_progress") {
+            None => report.not_exact(
+                "the checkpoint does not say whether an episode was in progress (an older format): training \
+                 resumes at the start of the next episode",
+            ),
+            Some(serde_json::Value::Null) => {}
+            Some(e) => {
+                let num = |k: &str| {
+                    e.get(k).and_then(|v| v.as_u64()).ok_or_else(|| bad(format!("episode_in_progress.{k} in {e}")))
+                };
+                let actions = e
+                    .get("actions")
+                    .and_then(|a| a.as_array())
+                    .and_then(|a| a.iter().map(|x| x.as_u64().and_then(|x| u32::try_from(x).ok())).collect())
+                    .ok_or_else(|| bad(format!("episode_in_progress.actions in {e}")))?;
+                let ep = EpisodeInProgress {
+                    state: num("state")? as usize,
+                    action: num("action")? as usize,
+                    ret: f64::from_bits(num("ret_bits")?),
+                    len: num("len")?,
+                    actions,
+                    rng: pcg_from_json(e.get("rng").unwrap_or(&serde_json::Value::Null))?,
+                };
+                if !self.learner.resume_episode(&mut *self.env, ep)? {
+                    report.not_exact(
+                        "replaying the episode in progress did not bring the env back to its checkpointed state: \
+                         training resumes at the start of the next episode",
+                    );
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+impl TabularTrainer {
+    /// Restores the `Q` table, the seed and the counters (no episode in progress).
+    fn restore_table(&mut self, ckpt: &Checkpoint) -> Result<ResumeReport> {
         let bad = |m: String| AgentError::Checkpoint(m);
         let st = safetensors::SafeTensors::deserialize(&ckpt.weights)
             .map_err(|e| bad(format!("weights are not a safetensors file: {e}")))?;
@@ -311,10 +377,14 @@ impl Trainer for TabularTrainer {
             return Err(bad(format!("meta format is {f}, expected \"{CHECKPOINT_FORMAT}\"")));
         }
         let (episodes, steps) = (counter("episodes")?, counter("steps")?);
+        let mut report = ResumeReport::exact();
         if ckpt.meta.get("seed").is_some() {
             self.seed = counter("seed")?;
             self.learner = TdLearner::for_env(&self.cfg, &*self.env, self.seed)?;
+        } else {
+            report.not_exact("the checkpoint does not name its seed: the episodes continue with this run's seed");
         }
-        self.learner.set_state(q, episodes, steps)
+        self.learner.set_state(q, episodes, steps)?;
+        Ok(report)
     }
 }
