@@ -55,6 +55,10 @@ fn time_to_solve(t: &mut dyn Trainer) -> (Option<Duration>, u64, f64) {
 #[test]
 #[ignore = "a measurement; run by hand with --release --ignored --nocapture"]
 fn cartpole_time_to_solve() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // As the `bellman` binary: candle on one thread (docs/GPU.md). SAFETY: before any candle or rayon work.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
+    }
     let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.into());
     let seeds: Vec<u64> = var("BELLMAN_SEEDS", "0,1,2").split(',').filter_map(|s| s.trim().parse().ok()).collect();
     let actors: usize = var("BELLMAN_ACTORS", "2").parse().unwrap();

@@ -172,6 +172,10 @@ fn every_transition_is_accounted_for() {
     assert_eq!(c.inserted, learner.log.len() as u64);
     assert_eq!(c.evicted, c.inserted - 100, "FIFO replay of 100 evicts all but the last 100");
     assert!(learner.priorities_ok, "a priority or version travelled with the wrong transition");
+    // Per-thread CPU time: the channel's share is part of the loop's, and the loop did use CPU.
+    assert!(c.actor_cpu_secs > 0.0 && c.send_cpu_secs > 0.0, "{c:?}");
+    assert!(c.send_cpu_secs + c.wait_cpu_secs <= c.actor_cpu_secs, "{c:?}");
+    assert!((0.0..=1.0).contains(&c.send_cpu_fraction()));
     // Per actor, the inserted sequence numbers are exactly 0, 1, 2, ... with no gap and no duplicate, and the
     // discarded tail accounts for the rest.
     let mut inserted_per_actor = [0u64; 3];
@@ -195,7 +199,7 @@ fn every_transition_is_accounted_for() {
     let m = rep.metrics.last().unwrap();
     let names: Vec<&str> = m.extra.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
-        &names[..14],
+        &names[..15],
         [
             "actors",
             "sent",
@@ -210,10 +214,11 @@ fn every_transition_is_accounted_for() {
             "policy_lag_max",
             "samples_per_insert",
             "actor_send_fraction",
-            "actor_wait_fraction"
+            "actor_wait_fraction",
+            "actor_send_cpu_fraction"
         ]
     );
-    assert_eq!(names[14..], ["actor0_steps", "actor1_steps", "actor2_steps", "fake"]);
+    assert_eq!(names[15..], ["actor0_steps", "actor1_steps", "actor2_steps", "fake"]);
     assert_eq!(m.loss, Some(0.5));
     // Shutting down twice is harmless and gives the same figures.
     assert_eq!(pool.shutdown().unwrap(), c);

@@ -3,8 +3,13 @@
 //!
 //! A run directory `<out>/<name>/seed-<seed>/` holds `config.toml`, `episodes.csv`, `monitor.csv`,
 //! `metrics.csv`, `summary.json`, `checkpoints/{last,best}.{safetensors,json}` (and `.state.safetensors` when the
-//! agent saves more than its weights) and `reward.png`. It is created complete (staged in a hidden directory and
-//! renamed) or not at all.
+//! agent saves more than its weights, `last.replay` when the replay buffer is saved) and `reward.png`. It is
+//! created complete (staged in a hidden directory and renamed) or not at all.
+//!
+//! Resuming ([`resume`]) is exact for agents that checkpoint their whole training state (DQN with its replay
+//! buffer saved, tabular learners): the resumed run's `episodes.csv` and `metrics.csv` are those of the run that
+//! was never interrupted, but for the wall-time columns. Each resume is recorded in `summary.json` (`resumes`),
+//! with the agent's reasons when it is not exact, and printed.
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{self, RunnerState};
 use crate::config::{AgentConfig, ExperimentConfig};
 use crate::progress::{ProgressFactory, ProgressMode, RunProgress};
-use crate::runlog::{EvalFigure, RunLogs, Summary, atomic_write};
+use crate::runlog::{EvalFigure, ResumeRecord, RunLogs, Summary, atomic_write};
 
 /// Builds the agent of a config on a device (`cpu`, `cuda`, `cuda:N`). [`build_agent`] is the real one; tests
 /// pass their own.
@@ -28,6 +33,15 @@ pub type BuildFn = dyn Fn(&ExperimentConfig, &str) -> Result<Box<dyn Trainer>> +
 pub fn build_agent(cfg: &ExperimentConfig, device: &str) -> Result<Box<dyn Trainer>> {
     let env = cfg.env_setup();
     match &cfg.agent {
+        #[cfg(feature = "atari")]
+        AgentConfig::Dqn(c) if c.actors > 0 && bellman_agents::dqn::pixels::is_pixel_env(&cfg.env) => {
+            // ALE/<Game>-v5 with --actors N: pixel actors feeding one learner (bellman_agents::actors::pixels).
+            let t = bellman_agents::actors::pixels::ApexPixelTrainer::new(c, &c.apex, c.actors, &env, cfg.seed, device)
+                .with_context(|| {
+                    format!("cannot build the pixel DQN agent with {} actors for {}", c.actors, cfg.env)
+                })?;
+            Ok(Box::new(t))
+        }
         #[cfg(feature = "atari")]
         AgentConfig::Dqn(c) if bellman_agents::dqn::pixels::is_pixel_env(&cfg.env) => {
             // ALE/<Game>-v5: u8 frame stacks, frame-deduplicated replay, Nature CNN (bellman_agents::dqn::pixels).
@@ -216,15 +230,19 @@ fn create_run_dir(dir: &Path, cfg: &ExperimentConfig, t_start: f64, overwrite: b
 }
 
 /// Continues the run in `dir` from `checkpoints/last`: weights and the agent's training state, step counters,
-/// the logs (rows written after that checkpoint are cut, as they will be played again), the best evaluation.
-/// `overrides` (`--set`) are applied to the stored config, e.g. `total_steps=200000` to extend a finished run.
+/// the replay buffer when it was saved (`last.replay`), the logs (rows written after that checkpoint are cut, as
+/// they will be played again), the best evaluation. `overrides` (`--set`) are applied to the stored config, e.g.
+/// `total_steps=200000` to extend a finished run. Whether the continuation is exact is printed and recorded in
+/// `summary.json` (`resumes`).
 pub fn resume(dir: &Path, overrides: &[String], opts: &RunOptions, build: &BuildFn) -> Result<Summary> {
     let cfg_path = dir.join("config.toml");
     let text = std::fs::read_to_string(&cfg_path)
         .with_context(|| format!("cannot resume {}: no readable config.toml there", dir.display()))?;
     let cfg =
         ExperimentConfig::resolve(&text, overrides).map_err(|e| anyhow::anyhow!("{}: {e}", cfg_path.display()))?;
-    let (meta, _, ckpt) = checkpoint::load(&dir.join("checkpoints").join("last"))?;
+    let last = dir.join("checkpoints").join("last");
+    let (meta, _, ckpt) = checkpoint::load(&last)?;
+    let replay = checkpoint::replay_file(&last, &meta)?;
     if !overrides.is_empty() {
         atomic_write(&cfg_path, cfg.to_toml()?.as_bytes())?;
     }
@@ -239,11 +257,13 @@ pub fn resume(dir: &Path, overrides: &[String], opts: &RunOptions, build: &Build
         );
     }
     let mut trainer = build(&cfg, &opts.device)?;
-    trainer
-        .restore(&ckpt)
+    let report = trainer
+        .resume(&ckpt, replay.as_deref())
         .with_context(|| format!("cannot restore {}", dir.join("checkpoints").join("last.safetensors").display()))?;
     let logs = RunLogs::resume(dir, meta.step)?;
-    drive(&cfg, dir, trainer, logs, meta.runner, opts)
+    let mut state = meta.runner;
+    state.resumes.push(ResumeRecord { step: meta.step, exact: report.exact, notes: report.notes.clone() });
+    drive(&cfg, dir, trainer, logs, state, opts)
 }
 
 fn drive(
@@ -260,6 +280,13 @@ fn drive(
     let mut progress_factory = ProgressFactory::new(opts.progress);
     progress_factory.every = std::time::Duration::from_secs(10);
     let progress = progress_factory.run(&label, start_step, total);
+    if let Some(r) = state.resumes.last().filter(|r| r.step == start_step) {
+        progress.println(&if r.exact {
+            format!("resumed at step {}: exact (continues as the uninterrupted run)", r.step)
+        } else {
+            format!("resumed at step {}: NOT exact: {}", r.step, r.notes.join("; "))
+        });
+    }
     let mut rep = RunReporter {
         logs,
         progress,
@@ -283,6 +310,7 @@ fn drive(
     let mut next_ckpt = next_after(start_step, ckpt_every);
     let mut last_eval: Option<EvalFigure> = None;
     let mut interrupted = false;
+    let replay_bytes = trainer.replay_bytes();
 
     // Evaluates, logs, updates best/solved, writes `best` when it improves.
     let evaluate = |trainer: &mut Box<dyn Trainer>, rep: &mut RunReporter<'_>| -> Result<EvalFigure> {
@@ -346,7 +374,8 @@ fn drive(
         }
         if save_last && now < total {
             rep.state.wall_time = rep.wall();
-            checkpoint::save(&ckpt_dir, "last", cfg, &trainer.checkpoint()?, now, None, &rep.state)?;
+            let with_replay = cfg.checkpoint.saves_replay(replay_bytes, false);
+            checkpoint::save_trainer(&ckpt_dir, "last", cfg, trainer.as_ref(), now, None, &rep.state, with_replay)?;
             rep.logs.flush()?;
         }
     }
@@ -362,7 +391,8 @@ fn drive(
         }
     };
     rep.state.wall_time = rep.wall();
-    checkpoint::save(&ckpt_dir, "last", cfg, &trainer.checkpoint()?, step, None, &rep.state)?;
+    let with_replay = cfg.checkpoint.saves_replay(trainer.replay_bytes(), true);
+    checkpoint::save_trainer(&ckpt_dir, "last", cfg, trainer.as_ref(), step, None, &rep.state, with_replay)?;
     rep.logs.flush()?;
     rep.progress.finish();
     let wall = rep.state.wall_time;
@@ -380,6 +410,7 @@ fn drive(
         reward_threshold: threshold,
         solved_at_step: rep.state.solved_at_step,
         interrupted,
+        resumes: rep.state.resumes.clone(),
         versions: checkpoint::versions(),
     };
     summary.write(&dir.join("summary.json"))?;

@@ -10,6 +10,9 @@ pub struct Counters {
     pub(crate) send_ns: AtomicU64,
     pub(crate) wait_ns: AtomicU64,
     pub(crate) weights_ns: AtomicU64,
+    pub(crate) send_cpu_ns: AtomicU64,
+    pub(crate) wait_cpu_ns: AtomicU64,
+    pub(crate) loop_cpu_ns: AtomicU64,
 }
 
 /// Figures of the protocol at one moment, all counting transitions unless named otherwise.
@@ -48,6 +51,16 @@ pub struct CounterSnapshot {
     pub wait_secs: f64,
     /// Seconds the actors spent loading new weights, summed over actors.
     pub weights_secs: f64,
+    /// CPU seconds the actor threads spent on the channel's non-blocking work (taking a recycled batch, counting,
+    /// a send into a channel with room, which may wake the learner), summed over actors; per-thread CPU time
+    /// (`CLOCK_THREAD_CPUTIME_ID`), so descheduling does not count. 0 where that clock is unavailable.
+    pub send_cpu_secs: f64,
+    /// CPU seconds the actor threads burnt blocked on a full channel (crossbeam spins and yields before it
+    /// parks): backpressure, summed over actors.
+    pub wait_cpu_secs: f64,
+    /// CPU seconds of the actor threads' whole loop (acting, loading weights, channel, blocked sends), summed
+    /// over actors.
+    pub actor_cpu_secs: f64,
 }
 
 impl CounterSnapshot {
@@ -59,6 +72,23 @@ impl CounterSnapshot {
     pub fn send_fraction(&self) -> f64 {
         let b = self.busy();
         if b > 0.0 { self.send_secs / b } else { 0.0 }
+    }
+    /// Channel overhead in CPU time: the share of the actor threads' busy CPU time (their whole loop less the CPU
+    /// burnt blocked on a full channel) spent on the channel's non-blocking work
+    /// ([`CounterSnapshot::send_cpu_secs`]), in [0, 1]; 0 before any batch was sent or where the thread CPU clock
+    /// is unavailable. Unlike [`CounterSnapshot::send_fraction`] (wall time), it does not grow when an
+    /// oversubscribed machine deschedules an actor during a send.
+    ///
+    /// ```
+    /// use bellman_agents::actors::CounterSnapshot;
+    /// let c = CounterSnapshot { send_cpu_secs: 0.5, wait_cpu_secs: 5.0, actor_cpu_secs: 25.0,
+    ///     ..CounterSnapshot::default() };
+    /// assert_eq!(c.send_cpu_fraction(), 0.025);
+    /// assert_eq!(CounterSnapshot::default().send_cpu_fraction(), 0.0);
+    /// ```
+    pub fn send_cpu_fraction(&self) -> f64 {
+        let busy = self.actor_cpu_secs - self.wait_cpu_secs;
+        if busy > 0.0 { (self.send_cpu_secs / busy).clamp(0.0, 1.0) } else { 0.0 }
     }
     /// Backpressure: blocked time over blocked plus busy time, in [0, 1].
     pub fn wait_fraction(&self) -> f64 {
@@ -73,5 +103,46 @@ impl Counters {
     }
     pub(crate) fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
+    }
+}
+
+/// CPU time the calling thread has consumed, in nanoseconds (POSIX `clock_gettime(CLOCK_THREAD_CPUTIME_ID)`;
+/// time the thread spends descheduled or parked does not count). `None` where the clock is unavailable. One
+/// system call (no vDSO fast path for this clock on Linux), so the pool reads it twice per message, never per
+/// transition.
+pub fn thread_cpu_ns() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid, exclusively borrowed timespec; clock_gettime only writes into it.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        if rc == 0 && ts.tv_sec >= 0 && ts.tv_nsec >= 0 {
+            return Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(unix)]
+    fn thread_cpu_clock_counts_work_not_sleep() {
+        let t0 = thread_cpu_ns().expect("Linux has CLOCK_THREAD_CPUTIME_ID");
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let t1 = thread_cpu_ns().unwrap();
+        // Sleeping costs (almost) no CPU time: well under the 30 ms of wall time.
+        assert!(t1 - t0 < 10_000_000, "slept 30 ms but used {} ns of CPU", t1 - t0);
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(20) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let t2 = thread_cpu_ns().unwrap();
+        // Spinning for 20 ms of wall time uses CPU time, at most the wall time (plus clock granularity).
+        assert!(t2 - t1 <= 25_000_000, "{} ns", t2 - t1);
+        assert!(t2 - t1 > 0, "a busy loop used no CPU time");
     }
 }

@@ -22,28 +22,24 @@
 //! agent.train(50_000, &mut NullReporter).unwrap();
 //! println!("{}", agent.evaluate(20, 1000).unwrap().mean());
 //! ```
+use std::path::Path;
 use std::time::Instant;
 
 use bellman_envs::{ActionValue, DynEnv, Space};
-use bellman_replay::{Batch, FlatReplay, FlatStorage, NStep, PrioritizedReplayBuffer, ReplayBuffer, Transition};
-use candle_core::{DType, Device};
+use bellman_replay::{FlatStorage, NStep, Transition};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
 use serde::{Deserialize, Serialize};
 
+use super::learner::{ACTOR_STREAM, LearnerCore, replay_err};
 use super::{Actor, ActorBatch, ActorEpisode, ActorPool, Learner, Payload, PoolConfig, RateLimit, apex_epsilon};
-use crate::dqn::learn::{UpdateOut, UpdateScratch, td_update};
-use crate::dqn::network::{Arch, CpuMlp, NetSpec, QNetwork, argmax, terr};
-use crate::dqn::optim::{Optim, OptimizerKind};
+use crate::dqn::derived_env_seed;
+use crate::dqn::network::{Arch, CpuMlp, NetSpec, argmax};
 use crate::dqn::{DqnConfig, EnvFactory, device};
 use crate::error::{AgentError, Result};
-use crate::trainer::{Checkpoint, EnvSetup, EvalResult, Reporter, TrainMetrics, Trainer, evaluate_episodes};
-
-// Stream constants that split one seed into independent generators (arbitrary odd numbers; the init stream is
-// DQN's, so that the initial weights match the single-process run's).
-const INIT_STREAM: u64 = 0x9E37_79B9_7F4A_7C15;
-const ACTOR_STREAM: u64 = 0xA076_1D64_78BD_642F;
-const REPLAY_STREAM: u64 = 0x8CB9_2BA7_2F3D_8DD7;
+use crate::trainer::{
+    Checkpoint, EnvSetup, EvalEpsilon, EvalResult, Reporter, ResumeReport, TrainMetrics, Trainer, evaluate_episodes,
+};
 
 /// How actors explore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,7 +68,8 @@ pub struct ApexConfig {
     /// Learner updates between weight publications (default 1: a 64x64 MLP copies in microseconds, and on
     /// CartPole 10 solved 2 of 5 seeds where 1 solved 5 of 5; docs/BENCHMARKS.md, "Parallel actors").
     pub publish_every: u64,
-    /// Sampled transitions per inserted one; default `batch_size * gradient_steps / train_freq`.
+    /// Sampled transitions per inserted one; default `batch_size * gradient_steps / (train_freq * n_envs)`, the
+    /// single-process ratio (`train_freq` counts vector steps of `n_envs` env steps).
     pub samples_per_insert: Option<f64>,
     /// Half-width of the rate band in samples; default `max(batch_size * gradient_steps, (batch_size +
     /// samples_per_insert) / 2)`: one single-process training phase of slack.
@@ -102,7 +99,8 @@ impl ApexConfig {
     /// The pool configuration for a DQN config.
     pub fn pool_config(&self, cfg: &DqnConfig) -> PoolConfig {
         let sampled_per_phase = (cfg.batch_size * cfg.gradient_steps) as f64;
-        let spi = self.samples_per_insert.unwrap_or(sampled_per_phase / cfg.train_freq as f64);
+        let env_steps_per_phase = (cfg.train_freq * cfg.n_envs.max(1) as u64) as f64;
+        let spi = self.samples_per_insert.unwrap_or(sampled_per_phase / env_steps_per_phase);
         let eb = self.error_buffer.unwrap_or(sampled_per_phase.max((cfg.batch_size as f64 + spi) / 2.0));
         PoolConfig {
             send_batch: self.send_batch,
@@ -316,48 +314,10 @@ impl Actor for DqnActor {
     }
 }
 
-enum Replay {
-    Uniform(FlatReplay<f32, i64>),
-    Prioritized(PrioritizedReplayBuffer<FlatStorage<f32, i64>>),
-}
-
-impl Replay {
-    fn len(&self) -> usize {
-        match self {
-            Replay::Uniform(r) => r.len(),
-            Replay::Prioritized(r) => r.len(),
-        }
-    }
-    fn capacity(&self) -> usize {
-        match self {
-            Replay::Uniform(r) => r.capacity(),
-            Replay::Prioritized(r) => r.capacity(),
-        }
-    }
-}
-
-fn replay_err(e: bellman_replay::ReplayError) -> AgentError {
-    AgentError::Replay(e.to_string())
-}
-
-/// DQN's learner side: replay, networks, optimiser.
+/// DQN's learner side for flat observations: the shared [`LearnerCore`] and the CPU copy it publishes.
 struct DqnLearner {
-    cfg: DqnConfig,
-    device: Device,
-    online: QNetwork,
-    target: QNetwork,
-    optim: Optim,
-    replay: Replay,
-    rng: Pcg64,
-    batch: Batch<f32, i64>,
-    scratch: UpdateScratch,
-    td: Vec<f32>,
+    core: LearnerCore<FlatStorage<f32, i64>>,
     cpu: CpuMlp,
-    updates: u64,
-    target_every: u64,
-    loss_sum: f64,
-    q_sum: f64,
-    since: u64,
 }
 
 impl Learner for DqnLearner {
@@ -365,92 +325,24 @@ impl Learner for DqnLearner {
     type Payload = FlatTransitions;
 
     fn sample_batch(&self) -> usize {
-        self.cfg.batch_size
+        self.core.cfg.batch_size
     }
 
     fn insert(&mut self, b: &ActorBatch<FlatTransitions>, i: usize) -> Result<bool> {
-        let full = self.replay.len() == self.replay.capacity();
-        let t = b.payload.row(i);
-        match &mut self.replay {
-            Replay::Uniform(r) => r.push(&t).map_err(replay_err)?,
-            Replay::Prioritized(r) => {
-                // Raw priority |delta| + eps, as the buffer's push_with_priority expects (Schaul et al. 2016).
-                r.push_with_priority(0, &t, b.priorities[i] as f64 + self.cfg.per_eps).map_err(replay_err)?
-            }
-        };
-        Ok(full)
+        self.core.insert(b.actor, &b.payload.row(i), b.priorities[i])
     }
 
     fn update(&mut self, env_steps: u64) -> Result<()> {
-        let bs = self.cfg.batch_size;
-        match &self.replay {
-            Replay::Uniform(r) => r.sample(bs, &mut self.rng, &mut self.batch).map_err(replay_err)?,
-            Replay::Prioritized(r) => {
-                let beta = self.cfg.per_beta_at(env_steps);
-                r.sample(bs, beta, &mut self.rng, &mut self.batch).map_err(replay_err)?
-            }
-        }
-        let per = matches!(self.replay, Replay::Prioritized(_));
-        let vars = self.online.vars();
-        // The same TD update as the single-process trainer (crate::dqn::learn).
-        let UpdateOut { loss, q_taken, targets } = td_update(
-            &self.cfg,
-            &self.online,
-            &self.target,
-            &mut self.optim,
-            &vars,
-            &self.batch,
-            per,
-            &mut self.scratch,
-            &self.device,
-            (env_steps, self.updates),
-        )?;
-        self.updates += 1;
-        let l = loss.to_dtype(DType::F64).and_then(|t| t.to_scalar::<f64>()).map_err(terr)?;
-        if !l.is_finite() {
-            return Err(AgentError::Diverged(format!("loss is {l} at step {env_steps}")));
-        }
-        self.loss_sum += l;
-        let q_taken = q_taken.detach();
-        self.q_sum +=
-            q_taken.mean_all().and_then(|t| t.to_dtype(DType::F64)).and_then(|t| t.to_scalar::<f64>()).map_err(terr)?;
-        self.since += 1;
-        if let Replay::Prioritized(r) = &mut self.replay {
-            let td = (q_taken - &targets).and_then(|t| t.to_vec1::<f32>()).map_err(terr)?;
-            self.td.clear();
-            self.td.extend_from_slice(&td);
-            r.update_priorities(&self.batch.indices, &self.td).map_err(replay_err)?;
-        }
-        if self.updates.is_multiple_of(self.target_every) {
-            if self.cfg.tau >= 1.0 {
-                self.target.copy_from(&self.online)?;
-            } else {
-                self.target.polyak_from(&self.online, self.cfg.tau)?;
-            }
-        }
-        Ok(())
+        self.core.update(env_steps)
     }
 
     fn weights(&mut self) -> Result<CpuMlp> {
-        self.cpu.sync_from(&self.online)?;
+        self.cpu.sync_from(&self.core.online)?;
         Ok(self.cpu.clone())
     }
 
     fn metrics(&mut self, env_steps: u64) -> Result<TrainMetrics> {
-        let n = self.since;
-        let (loss, mean_q) =
-            if n > 0 { (Some(self.loss_sum / n as f64), Some(self.q_sum / n as f64)) } else { (None, None) };
-        self.loss_sum = 0.0;
-        self.q_sum = 0.0;
-        self.since = 0;
-        Ok(TrainMetrics {
-            step: env_steps,
-            loss,
-            mean_q,
-            epsilon: None,
-            steps_per_sec: None,
-            extra: vec![("replay_size".into(), self.replay.len() as f64)],
-        })
+        Ok(self.core.metrics(env_steps))
     }
 }
 
@@ -468,6 +360,8 @@ pub struct ApexDqnTrainer {
     n_actions: usize,
     restored_steps: u64,
     restored_episodes: u64,
+    /// Actor `i`'s env is seeded `env_seed + i`: the run's seed, or after a resume a seed derived from it.
+    env_seed: u64,
     start: Option<Instant>,
 }
 
@@ -543,7 +437,9 @@ impl ApexDqnTrainer {
         let obs_dim = probe.observation_space().flat_dim().max(1);
         if cfg.network != Arch::Mlp {
             return Err(AgentError::Unsupported(
-                "actors act with a CPU copy of an MLP network; network = \"nature_cnn\" is not supported yet".into(),
+                "actors on flat observations act with a CPU copy of an MLP network; network = \"nature_cnn\" with \
+                 actors needs an Atari env (ALE/<Game>-v5, cargo feature `atari`)"
+                    .into(),
             ));
         }
         let spec = NetSpec {
@@ -555,42 +451,10 @@ impl ApexDqnTrainer {
             n_actions,
             init: cfg.init,
         };
-        let mut init_rng = Pcg64::seed_from_u64(seed ^ INIT_STREAM);
-        let online = QNetwork::new(&spec, &mut init_rng, &device)?;
-        let target = QNetwork::new(&spec, &mut init_rng, &device)?;
-        target.copy_from(&online)?;
-        let cpu = CpuMlp::from_network(&online)?;
-        let optim = match cfg.optimizer {
-            OptimizerKind::Adam => Optim::adam(online.vars(), cfg.learning_rate, cfg.adam_eps)?,
-            OptimizerKind::Rmsprop => Optim::rmsprop(online.vars(), cfg.rmsprop_params())?,
-        };
         let storage = FlatStorage::new(cfg.buffer_size, &obs_shape, 1).map_err(replay_err)?;
-        let replay = if cfg.prioritized {
-            Replay::Prioritized(PrioritizedReplayBuffer::new(storage, cfg.per_alpha, cfg.per_eps).map_err(replay_err)?)
-        } else {
-            Replay::Uniform(ReplayBuffer::from_storage(storage))
-        };
-        // SB3 updates the target every `target_update_interval` env steps while training in phases of
-        // `gradient_steps` updates every `train_freq` steps: in updates, that is this many.
-        let target_every = cfg.target_update_interval.div_ceil(cfg.train_freq).max(1) * cfg.gradient_steps as u64;
-        let learner = DqnLearner {
-            cfg: cfg.clone(),
-            device,
-            online,
-            target,
-            optim,
-            replay,
-            rng: Pcg64::seed_from_u64(seed ^ REPLAY_STREAM),
-            batch: Batch::new(),
-            scratch: UpdateScratch::default(),
-            td: Vec::new(),
-            cpu: cpu.clone(),
-            updates: 0,
-            target_every,
-            loss_sum: 0.0,
-            q_sum: 0.0,
-            since: 0,
-        };
+        let core = LearnerCore::new(cfg, &spec, storage, seed, device)?;
+        let cpu = CpuMlp::from_network(&core.online)?;
+        let learner = DqnLearner { core, cpu: cpu.clone() };
         let mut actors = Vec::with_capacity(n_actors);
         for i in 0..n_actors {
             let env = make_env()?;
@@ -633,6 +497,7 @@ impl ApexDqnTrainer {
             n_actions,
             restored_steps: 0,
             restored_episodes: 0,
+            env_seed: seed,
             start: None,
         })
     }
@@ -653,7 +518,7 @@ impl ApexDqnTrainer {
 
     /// Gradient updates done so far.
     pub fn updates_done(&self) -> u64 {
-        self.learner.updates
+        self.learner.core.updates
     }
 
     /// Stops the actors and returns the final counters (training cannot continue afterwards).
@@ -702,46 +567,62 @@ impl Trainer for ApexDqnTrainer {
     }
 
     fn evaluate(&mut self, episodes: usize, seed: u64) -> Result<EvalResult> {
-        self.eval_net.sync_from(&self.learner.online)?;
+        self.eval_net.sync_from(&self.learner.core.online)?;
         self.eval_env()?;
         let net = &mut self.eval_net;
+        let mut explore = EvalEpsilon::new(self.cfg.eval_epsilon, self.n_actions, seed);
         let env = self.eval_env.as_mut().ok_or_else(|| AgentError::Unsupported("no evaluation env".into()))?;
-        evaluate_episodes(env.as_mut(), episodes, seed, |obs| Ok(net.act(obs)))
+        evaluate_episodes(env.as_mut(), episodes, seed, |obs| Ok(explore.explore().unwrap_or_else(|| net.act(obs))))
     }
 
     fn checkpoint(&self) -> Result<Checkpoint> {
         let cfg = serde_json::to_value(&self.cfg).map_err(|e| AgentError::Checkpoint(e.to_string()))?;
         let c = self.counters();
+        let (train_state, learner) = self.learner.core.export_state()?;
         Ok(Checkpoint {
-            weights: self.learner.online.to_safetensors()?,
-            train_state: Some(self.learner.target.to_safetensors()?),
+            weights: self.learner.core.online.to_safetensors()?,
+            train_state: Some(train_state),
             meta: serde_json::json!({
                 "algorithm": "dqn",
                 "actors": self.num_actors(),
                 "seed": self.seed,
+                "env_seed": self.env_seed,
                 "steps": self.steps_done(),
                 "episodes": self.pool.as_ref().map_or(self.restored_episodes, |p| p.episodes()),
-                "updates": self.learner.updates,
+                "updates": self.learner.core.updates,
                 "n_actions": self.n_actions,
-                "obs_shape": self.learner.online.spec().obs_shape,
+                "obs_shape": self.learner.core.online.spec().obs_shape,
                 "config": cfg,
                 "counters": {"sent": c.sent, "received": c.received, "inserted": c.inserted, "evicted": c.evicted},
-                "train_state": "target network weights (same tensor names); optimiser moments and the replay \
-                                buffer are not saved",
+                "learner": learner,
+                "train_state": "target network weights (same tensor names) and the learner's optimizer state \
+                                (optimizer.<param>.<buffer>, PyTorch's names); the replay buffer is saved separately; \
+                                the actors' envs are not saved",
             }),
         })
     }
 
+    /// Restores everything but the replay buffer (see [`Trainer::resume`]).
     fn restore(&mut self, ckpt: &Checkpoint) -> Result<()> {
-        self.learner.online.load_safetensors(&ckpt.weights)?;
-        match &ckpt.train_state {
-            Some(t) => self.learner.target.load_safetensors(t)?,
-            None => self.learner.target.copy_from(&self.learner.online)?,
-        }
+        self.resume(ckpt, None).map(|_| ())
+    }
+
+    /// Restores the learner (weights, target network, optimiser moments, replay generator, update count, and the
+    /// replay buffer from `replay`) and the step and episode counters. Never exact: the actors restart new
+    /// episodes (their envs seeded from a seed derived from the run's seed and step, recorded in the next
+    /// checkpoints as `env_seed`), the rate limiter starts counting afresh, and actor threads interleave
+    /// nondeterministically in any case.
+    fn resume(&mut self, ckpt: &Checkpoint, replay: Option<&Path>) -> Result<ResumeReport> {
+        let mut report = ResumeReport::approximate(
+            "Ape-X actors restart: each actor's env starts a new episode and its exploration generator is reseeded, \
+             and the rate limiter counts inserts afresh (actor threads interleave nondeterministically, so an Ape-X \
+             run never repeats step for step anyway)",
+        );
+        self.learner.core.resume(ckpt, replay, &mut report)?;
         let w = self.learner.weights()?;
         self.eval_net.clone_from(&w);
         if let Some(actors) = self.actors.as_mut() {
-            for a in actors {
+            for a in actors.iter_mut() {
                 a.net.clone_from(&w);
             }
         }
@@ -749,21 +630,202 @@ impl Trainer for ApexDqnTrainer {
             p.publish(w);
         }
         let get = |k: &str| ckpt.meta.get(k).and_then(|v| v.as_u64());
-        if let Some(u) = get("updates") {
-            self.learner.updates = u;
-        }
         self.restored_steps = get("steps").unwrap_or(0);
         self.restored_episodes = get("episodes").unwrap_or(0);
         if let Some(p) = self.pool.as_mut() {
             p.resume_from(self.restored_steps, self.restored_episodes);
+            report.not_exact("the actors were already running: they keep their envs and generators");
+        } else if let Some(actors) = self.actors.as_mut()
+            && self.restored_steps > 0
+        {
+            let base = derived_env_seed(get("seed").unwrap_or(self.seed), self.restored_steps);
+            let n = actors.len() as u64;
+            for (i, a) in actors.iter_mut().enumerate() {
+                a.seed = base + i as u64;
+                a.rng = Pcg64::seed_from_u64((base ^ ACTOR_STREAM).wrapping_add(i as u64));
+                // The `schedule` exploration continues from the actors' share of the steps so far.
+                a.steps = self.restored_steps / n;
+            }
+            self.env_seed = base;
+            report.notes.push(format!("actor envs seeded with {base} + actor index (derived from the seed and step)"));
         }
-        Ok(())
+        Ok(report)
+    }
+
+    fn replay_bytes(&self) -> Option<u64> {
+        Some(self.learner.core.replay_bytes())
+    }
+
+    fn save_replay(&self, path: &Path) -> Result<bool> {
+        self.learner.core.save_replay(path)?;
+        Ok(true)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::actors::learner::Replay;
+    use crate::trainer::NullReporter;
+    use bellman_envs::{BoxSpace, EnvError, Info, StepOutcome};
+    use bellman_replay::{Batch, Storage};
+
+    /// A deterministic fake env: a 3-number observation driven by the step count and the last action, reward 1
+    /// for action 1 and -0.5 for action 0, episodes of 12 steps.
+    struct Walk {
+        obs_space: Space,
+        act_space: Space,
+        t: u64,
+    }
+
+    impl DynEnv for Walk {
+        fn observation_space(&self) -> &Space {
+            &self.obs_space
+        }
+        fn action_space(&self) -> &Space {
+            &self.act_space
+        }
+        fn reset_into(&mut self, _seed: Option<u64>, obs: &mut [f32]) -> std::result::Result<Info, EnvError> {
+            self.t = 0;
+            obs.copy_from_slice(&[0.0, 1.0, 0.5]);
+            Ok(Info::default())
+        }
+        fn step_into(&mut self, a: ActionValue<'_>, obs: &mut [f32]) -> std::result::Result<StepOutcome, EnvError> {
+            let a = match a {
+                ActionValue::Discrete(a) => a,
+                _ => 0,
+            };
+            self.t += 1;
+            obs.copy_from_slice(&[self.t as f32 * 0.1, a as f32, ((self.t * 7) % 5) as f32 * 0.2]);
+            let reward = if a == 1 { 1.0 } else { -0.5 };
+            Ok(StepOutcome { reward, terminated: self.t.is_multiple_of(12), ..StepOutcome::default() })
+        }
+    }
+
+    fn walk_factory() -> EnvFactory {
+        Box::new(|| -> Result<Box<dyn DynEnv>> {
+            Ok(Box::new(Walk {
+                obs_space: Space::Box(BoxSpace::new(vec![-10.0; 3], vec![10.0; 3]).unwrap()),
+                act_space: Space::Discrete(2),
+                t: 0,
+            }))
+        })
+    }
+
+    fn per_cfg() -> DqnConfig {
+        DqnConfig {
+            hidden: vec![8],
+            prioritized: true,
+            per_alpha: 0.6,
+            per_beta: 0.4,
+            batch_size: 16,
+            buffer_size: 2_000,
+            learning_starts: 2_000,
+            ..DqnConfig::default()
+        }
+    }
+
+    /// `|r + f max Q(s') - Q(s, a)|` of every stored transition under `net`, and the stored transitions' slots.
+    fn recomputed_priorities(per: &PrioritizedReplayBufferFlat, net: &mut CpuMlp) -> Vec<(usize, f32)> {
+        let n = per.len();
+        let mut batch = Batch::new();
+        batch.resize(n, per.storage().obs_len(), 1);
+        for (k, i) in batch.indices.iter_mut().enumerate() {
+            *i = k;
+        }
+        per.storage().gather(&mut batch);
+        (0..n)
+            .map(|k| {
+                let next_v = net.q_values(batch.next_obs_row(k)).iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let q_sa = net.q_values(batch.obs_row(k))[batch.actions[k] as usize];
+                let f = if batch.terminated[k] { 0.0 } else { batch.discounts[k] };
+                (k, (batch.rewards[k] + f * next_v - q_sa).abs())
+            })
+            .collect()
+    }
+
+    type PrioritizedReplayBufferFlat = bellman_replay::PrioritizedReplayBuffer<FlatStorage<f32, i64>>;
+
+    /// Ape-X through the real pool: 2 actors with n-step returns send their initial priorities, and the learner's
+    /// prioritised buffer stores exactly `(|delta| + eps)^alpha` for each transition (no update runs, so the
+    /// weights the actors used are the initial ones and every priority can be recomputed).
+    #[test]
+    fn actor_priorities_arrive_in_the_prioritized_buffer() {
+        let cfg = DqnConfig { n_step: 3, ..per_cfg() };
+        let apex = ApexConfig { send_batch: 10, ..ApexConfig::default() };
+        let mut t = ApexDqnTrainer::with_env_factory(&cfg, &apex, 2, walk_factory(), 1, "cpu").unwrap();
+        let mut net = t.eval_net.clone();
+        t.train(600, &mut NullReporter).unwrap();
+        let c = t.shutdown().unwrap();
+        assert_eq!(c.updates, 0, "learning_starts 2000 > 600 steps: no update, weights stay at version 0");
+        assert!(c.inserted >= 500, "{c:?}");
+        let Replay::Prioritized(per) = &t.learner.core.replay else { panic!("prioritized = true") };
+        assert_eq!(per.len() as u64, c.inserted);
+        let expected = recomputed_priorities(per, &mut net);
+        let (mut lo, mut hi) = (f64::INFINITY, 0.0f64);
+        for (slot, delta) in expected {
+            let want = (delta as f64 + cfg.per_eps).powf(cfg.per_alpha);
+            let got = per.priority(slot);
+            assert!((got - want).abs() <= 1e-5 * want.max(1e-3), "slot {slot}: stored {got}, actor's {want}");
+            (lo, hi) = (lo.min(got), hi.max(got));
+        }
+        // The priorities differ, so a learner that ignored them (new transitions at the max priority) would fail.
+        assert!(hi > 2.0 * lo, "priorities in [{lo}, {hi}]");
+    }
+
+    /// The learner samples by the actors' priorities, weights by them, and replaces them by its TD errors.
+    #[test]
+    fn prioritized_learner_samples_by_actor_priorities_then_updates_them() {
+        let cfg = DqnConfig { buffer_size: 100, learning_starts: 0, ..per_cfg() };
+        let mut t =
+            ApexDqnTrainer::with_env_factory(&cfg, &ApexConfig::default(), 1, walk_factory(), 2, "cpu").unwrap();
+        let mut actor = t.actors.take().unwrap().remove(0);
+        let mut b = ActorBatch::new(actor.new_payload());
+        while b.len() < 64 {
+            actor.step(&mut b).unwrap();
+        }
+        // One transition stands out: P(5) = 1000^0.6 / (1000^0.6 + 63 * 0.01^0.6) = 0.94.
+        for (i, p) in b.priorities.iter_mut().enumerate() {
+            *p = if i == 5 { 1000.0 } else { 0.01 };
+        }
+        for i in 0..64 {
+            assert!(!t.learner.insert(&b, i).unwrap(), "no eviction below capacity");
+        }
+        let Replay::Prioritized(per) = &t.learner.core.replay else { panic!("prioritized = true") };
+        let p5 = per.priority(5);
+        let p_low = per.priority(0);
+        assert!((p5 - (1000.0 + cfg.per_eps).powf(0.6)).abs() < 1e-9 * p5);
+        assert!((p_low - (0.01f32 as f64 + cfg.per_eps).powf(0.6)).abs() < 1e-12);
+        t.learner.update(0).unwrap();
+        let batch = &t.learner.core.batch;
+        // Stratified sampling over 16 segments: slot 5 fills at least the 14 segments inside its mass.
+        let hits = batch.indices.iter().filter(|&&i| i == 5).count();
+        assert!(hits >= 14, "slot 5 sampled {hits} of 16 times: {:?}", batch.indices);
+        // Importance weights (p_i / p_min)^-beta with beta = per_beta at step 0.
+        for (&i, &w) in batch.indices.iter().zip(&batch.weights) {
+            let want = if i == 5 { (p5 / p_low).powf(-0.4) } else { 1.0 };
+            assert!((w as f64 - want).abs() < 1e-5 * want.max(1e-3), "slot {i}: weight {w}, want {want}");
+        }
+        // The update replaced the sampled priorities with its TD errors (rewards are +-1, far below 1000).
+        let Replay::Prioritized(per) = &t.learner.core.replay else { unreachable!() };
+        assert!(per.priority(5) < 0.1 * p5, "slot 5 still at {} after the update", per.priority(5));
+        let unsampled = (0..64).find(|i| !batch.indices.contains(i)).expect("16 samples leave most slots");
+        assert_eq!(per.priority(unsampled), p_low, "unsampled slot {unsampled} keeps the actor's priority");
+    }
+
+    /// The default replay ratio is the single-process one: sampled transitions per env step.
+    #[test]
+    fn default_samples_per_insert_is_the_single_process_ratio() {
+        let rate = |cfg: &DqnConfig| ApexConfig::default().pool_config(cfg).rate.samples_per_insert;
+        // cartpole-dqn: 64 x 128 sampled per 256 env steps.
+        let cfg = DqnConfig { batch_size: 64, gradient_steps: 128, train_freq: 256, ..DqnConfig::default() };
+        assert_eq!(rate(&cfg), 32.0);
+        // pong-dqn-fast: 32 x 2 sampled per vector step of 8 envs.
+        let cfg = DqnConfig { batch_size: 32, gradient_steps: 2, train_freq: 1, n_envs: 8, ..DqnConfig::default() };
+        assert_eq!(rate(&cfg), 8.0);
+        let apex = ApexConfig { samples_per_insert: Some(3.0), ..ApexConfig::default() };
+        assert_eq!(apex.pool_config(&cfg).rate.samples_per_insert, 3.0);
+    }
 
     /// The cached Q-values give the same initial priorities as recomputing `|r + g max Q(s') - Q(s, a)|`.
     #[test]
@@ -791,6 +853,82 @@ mod tests {
             if i + 1 < b.len() && !(r.terminated || r.truncated) {
                 assert_eq!(r.next_obs, b.payload.row(i + 1).obs, "row {i}: consecutive transitions chain");
             }
+        }
+    }
+
+    /// An Ape-X checkpoint resumed with its replay buffer restores the learner exactly (weights, target, Adam's
+    /// moments and step, replay generator, buffer), so its next update equals the original learner's, bit for
+    /// bit; the actors restart on derived seeds, and the report says not exact. Without the buffer, or from a
+    /// checkpoint of the older format, the report says what is missing; another checkpoint's buffer is refused.
+    #[test]
+    fn resume_restores_the_learner_exactly_and_reseeds_the_actors() {
+        let cfg = DqnConfig { buffer_size: 500, learning_starts: 50, prioritized: false, ..per_cfg() };
+        for prioritized in [false, true] {
+            let cfg = DqnConfig { prioritized, ..cfg.clone() };
+            let apex = ApexConfig { send_batch: 10, ..ApexConfig::default() };
+            let mut t = ApexDqnTrainer::with_env_factory(&cfg, &apex, 2, walk_factory(), 4, "cpu").unwrap();
+            t.train(300, &mut NullReporter).unwrap();
+            t.shutdown().unwrap();
+            assert!(t.updates_done() > 10, "{} updates", t.updates_done());
+            let ck = t.checkpoint().unwrap();
+            let dir = std::env::temp_dir().join(format!("bellman-apex-resume-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join(format!("per-{prioritized}.replay"));
+            assert!(t.save_replay(&path).unwrap());
+
+            let mut r = ApexDqnTrainer::with_env_factory(&cfg, &apex, 2, walk_factory(), 4, "cpu").unwrap();
+            let report = r.resume(&ck, Some(&path)).unwrap();
+            assert!(!report.exact && report.notes[0].contains("Ape-X actors restart"), "{report}");
+            assert!(!report.to_string().contains("replay buffer was not saved"), "{report}");
+            let rc = r.checkpoint().unwrap();
+            assert_eq!(rc.weights, ck.weights);
+            assert_eq!(rc.train_state, ck.train_state, "target network and optimiser state");
+            assert_eq!(rc.meta["learner"], ck.meta["learner"], "optimiser step, generator, sums, replay counts");
+            assert_eq!(
+                (rc.meta["steps"].clone(), rc.meta["updates"].clone()),
+                (ck.meta["steps"].clone(), ck.meta["updates"].clone())
+            );
+            assert_eq!(r.learner.core.replay.len(), t.learner.core.replay.len());
+            // Actors restart on a derived seed (recorded), with fresh generators from it.
+            let base = derived_env_seed(4, ck.meta["steps"].as_u64().unwrap());
+            assert_eq!(rc.meta["env_seed"], base);
+            assert!(report.to_string().contains(&base.to_string()), "{report}");
+            let actors = r.actors.as_ref().unwrap();
+            assert_eq!((actors[0].seed, actors[1].seed), (base, base + 1));
+            // The next learner update: the same batch and the same weights after it.
+            let steps = t.steps_done();
+            t.learner.update(steps).unwrap();
+            r.learner.update(steps).unwrap();
+            assert_eq!(r.learner.core.batch.indices, t.learner.core.batch.indices);
+            assert_eq!(
+                r.learner.core.online.to_safetensors().unwrap(),
+                t.learner.core.online.to_safetensors().unwrap()
+            );
+            assert_eq!(r.checkpoint().unwrap().train_state, t.checkpoint().unwrap().train_state);
+
+            // No buffer: said so. Older checkpoints (target only): said so, the target still restored.
+            let mut r = ApexDqnTrainer::with_env_factory(&cfg, &apex, 1, walk_factory(), 4, "cpu").unwrap();
+            let report = r.resume(&ck, None).unwrap();
+            assert!(report.to_string().contains("replay buffer was not saved"), "{report}");
+            let mut old = ck.clone();
+            old.meta.as_object_mut().unwrap().remove("learner");
+            old.train_state = Some(t.learner.core.target.to_safetensors().unwrap());
+            let report = r.resume(&old, None).unwrap();
+            assert!(report.to_string().contains("older format"), "{report}");
+            assert_eq!(
+                r.learner.core.target.to_safetensors().unwrap(),
+                t.learner.core.target.to_safetensors().unwrap()
+            );
+            // Another checkpoint's buffer, or a buffer of another capacity, is an error naming it.
+            let mut other = ck.clone();
+            other.meta["learner"]["replay_pushed"] = serde_json::json!(3);
+            let e = r.resume(&other, Some(&path)).unwrap_err().to_string();
+            assert!(e.contains("belongs to another checkpoint"), "{e}");
+            let small = DqnConfig { buffer_size: 400, ..cfg.clone() };
+            let mut r = ApexDqnTrainer::with_env_factory(&small, &apex, 1, walk_factory(), 4, "cpu").unwrap();
+            let e = r.resume(&ck, Some(&path)).unwrap_err().to_string();
+            assert!(e.contains("capacity 500") && e.contains("buffer_size 400"), "{e}");
+            std::fs::remove_file(&path).unwrap();
         }
     }
 }

@@ -11,6 +11,8 @@
 //!   surfaces an actor's panic or error as [`AgentError::Actor`] naming it, then stops the others.
 //! * [`WeightsCell`]: versioned weights; actors never block the learner.
 //! * [`apex_epsilon`]: Ape-X's per-actor exploration rates.
+//! * [`dqn`]: Ape-X DQN on flat observations; `pixels` (feature `atari`): on Atari frames, with a CPU copy of the
+//!   Nature CNN per actor and frames sent once each.
 //!
 //! ```
 //! use bellman_agents::actors::{Actor, ActorBatch, ActorPool, Learner, PoolConfig, RateLimit};
@@ -59,7 +61,10 @@
 //! ```
 pub mod counters;
 pub mod dqn;
+pub(crate) mod learner;
 pub mod limiter;
+#[cfg(feature = "atari")]
+pub mod pixels;
 pub mod pool;
 pub mod weights;
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError, bounded, select, unbounded};
 use serde::{Deserialize, Serialize};
 
-use super::counters::{CounterSnapshot, Counters};
+use super::counters::{CounterSnapshot, Counters, thread_cpu_ns};
 use super::limiter::{RateLimit, RateLimiter};
 use super::weights::WeightsCell;
 use super::{Actor, ActorBatch, Learner, Payload, actor_error};
@@ -93,6 +93,10 @@ fn nanos(d: Duration) -> u64 {
 
 fn actor_loop<A: Actor>(actor: &mut A, s: &ActorShared<A::Weights, A::Payload>) -> Result<()> {
     let mut version = None;
+    // Per-thread CPU time, read twice per message (never per transition): `cpu_mark` is the end of the previous
+    // message's channel work, so every nanosecond of the loop is counted once, as acting or as channel work.
+    let mut cpu_mark = thread_cpu_ns();
+    let mut next = s.recycle.try_recv().ok();
     while !s.stop.load(Ordering::Acquire) {
         let t0 = Instant::now();
         if version != Some(s.cell.version()) {
@@ -101,7 +105,7 @@ fn actor_loop<A: Actor>(actor: &mut A, s: &ActorShared<A::Weights, A::Payload>) 
             version = Some(v);
             Counters::add(&s.counters.weights_ns, nanos(t0.elapsed()));
         }
-        let mut b = s.recycle.try_recv().unwrap_or_else(|_| ActorBatch::new(actor.new_payload()));
+        let mut b = next.take().unwrap_or_else(|| ActorBatch::new(actor.new_payload()));
         b.reset(s.id, version.unwrap_or(0));
         let t1 = Instant::now();
         while b.len() < s.send_batch && !s.stop.load(Ordering::Relaxed) {
@@ -114,6 +118,8 @@ fn actor_loop<A: Actor>(actor: &mut A, s: &ActorShared<A::Weights, A::Payload>) 
             }
         }
         let t2 = Instant::now();
+        let cpu_sent = thread_cpu_ns();
+        let mut wait_cpu = 0;
         Counters::add(&s.counters.act_ns, nanos(t2 - t1));
         if b.is_empty() && b.env_steps == 0 {
             break;
@@ -124,18 +130,38 @@ fn actor_loop<A: Actor>(actor: &mut A, s: &ActorShared<A::Weights, A::Payload>) 
         Counters::add(&s.counters.env_steps_sent, steps);
         // A non-blocking send first: its time is the channel's overhead; a full channel is backpressure and the
         // blocking send's time is counted as waiting.
-        match s.data.try_send(b) {
-            Ok(()) => Counters::add(&s.counters.send_ns, nanos(t2.elapsed())),
+        let disconnected = match s.data.try_send(b) {
+            Ok(()) => {
+                Counters::add(&s.counters.send_ns, nanos(t2.elapsed()));
+                false
+            }
             Err(TrySendError::Full(b)) => {
                 let t3 = Instant::now();
                 Counters::add(&s.counters.send_ns, nanos(t3 - t2));
-                if s.data.send(b).is_err() {
-                    break;
-                }
+                let cpu_blocked = thread_cpu_ns();
+                let gone = s.data.send(b).is_err();
                 Counters::add(&s.counters.wait_ns, nanos(t3.elapsed()));
+                // CPU burnt while blocked (crossbeam spins and yields before it parks) is backpressure, not the
+                // channel's overhead: counted apart, two more clock reads only on this path.
+                if let (Some(a), Some(d)) = (cpu_blocked, thread_cpu_ns()) {
+                    wait_cpu = d.saturating_sub(a);
+                }
+                gone
             }
             // The pool is gone (dropped without shutdown): nobody counts any more.
-            Err(TrySendError::Disconnected(_)) => break,
+            Err(TrySendError::Disconnected(_)) => true,
+        };
+        // The batch for the next message (the learner hands emptied ones back): channel work too.
+        next = s.recycle.try_recv().ok();
+        let cpu_done = thread_cpu_ns();
+        if let (Some(m), Some(a), Some(d)) = (cpu_mark, cpu_sent, cpu_done) {
+            Counters::add(&s.counters.send_cpu_ns, d.saturating_sub(a).saturating_sub(wait_cpu));
+            Counters::add(&s.counters.wait_cpu_ns, wait_cpu);
+            Counters::add(&s.counters.loop_cpu_ns, d.saturating_sub(m));
+        }
+        cpu_mark = cpu_done;
+        if disconnected {
+            break;
         }
     }
     Ok(())
@@ -350,6 +376,9 @@ impl<W: Send + Sync + 'static, P: Payload> ActorPool<W, P> {
             send_secs: secs(&c.send_ns),
             wait_secs: secs(&c.wait_ns),
             weights_secs: secs(&c.weights_ns),
+            send_cpu_secs: secs(&c.send_cpu_ns),
+            wait_cpu_secs: secs(&c.wait_cpu_ns),
+            actor_cpu_secs: secs(&c.loop_cpu_ns),
         }
     }
 
@@ -468,6 +497,7 @@ impl<W: Send + Sync + 'static, P: Payload> ActorPool<W, P> {
             ("samples_per_insert".into(), ratio),
             ("actor_send_fraction".into(), c.send_fraction()),
             ("actor_wait_fraction".into(), c.wait_fraction()),
+            ("actor_send_cpu_fraction".into(), c.send_cpu_fraction()),
         ];
         extra.extend(self.actor_steps.iter().enumerate().map(|(i, s)| (format!("actor{i}_steps"), *s as f64)));
         // Keep the learner's own extras after the pool's, skipping names the pool already reports.
