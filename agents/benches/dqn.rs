@@ -1,11 +1,14 @@
 //! DQN speed: one gradient update of the CartPole MLP (4-64-64-2, batch 128 and 64; and rl-zoo's 4-256-256-2 at
 //! batch 64), one greedy action at batch 1 (candle forward vs the plain-Rust CPU copy), and one Nature-CNN update
-//! at batch 32. One thread, as the PyTorch reference (`scripts/bench_torch_dqn.py`, `torch.set_num_threads(1)`).
+//! at batch 32 (on the fused CPU kernels, and on candle's `conv2d` for comparison). One thread, as the PyTorch
+//! reference (`scripts/bench_torch_dqn.py`, `torch.set_num_threads(1)`).
 //!
-//! `cargo bench -p bellman-agents --bench dqn`
+//! `cargo bench -p bellman-agents --bench dqn` (`-- cnn` for the CNN only)
 use std::hint::black_box;
 
+use bellman_agents::dqn::loss::{LossKind, td_loss};
 use bellman_agents::dqn::network::{Activation, Arch, CpuMlp, Init, NetSpec, QNetwork};
+use bellman_agents::dqn::optim::Optim;
 use bellman_agents::dqn::{DqnConfig, DqnTrainer};
 use bellman_agents::trainer::{EnvSetup, NullReporter, Trainer};
 use candle_core::{Device, Tensor};
@@ -65,22 +68,31 @@ fn bench(c: &mut Criterion) {
     let mut t = cartpole_learner(vec![64, 64], 64);
     c.bench_function("act_b1_trainer", |b| b.iter(|| black_box(t.act_greedy(black_box(&obs)).unwrap())));
 
+    // The Nature-CNN update as `bellman bench dqn` times it (speed.rs): target max, online forward, Huber loss,
+    // backward, clip_grad_norm 10 and Adam, on u8 frames uploaded each time.
     let cnn = NetSpec { arch: Arch::NatureCnn, obs_shape: vec![4, 84, 84], hidden: vec![512], n_actions: 6, ..spec };
-    let online = QNetwork::new(&cnn, &mut rand_pcg::Pcg64::seed_from_u64(0), &Device::Cpu).unwrap();
-    let target = QNetwork::new(&cnn, &mut rand_pcg::Pcg64::seed_from_u64(1), &Device::Cpu).unwrap();
-    let mut opt = bellman_agents::dqn::optim::Optim::adam(online.vars(), 1e-4, 1e-8).unwrap();
-    let frames: Vec<u8> = (0..32 * 4 * 84 * 84).map(|i| (i * 7 % 256) as u8).collect();
     let mut g = c.benchmark_group("cnn");
     g.sample_size(10);
-    g.bench_function("nature_cnn_update_b32", |b| {
-        b.iter(|| {
-            let x = Tensor::from_slice(&frames, (32, 4, 84, 84), &Device::Cpu).unwrap();
-            let nq = target.forward(&x).unwrap().max(1).unwrap().detach();
-            let q = online.forward(&x).unwrap().max(1).unwrap();
-            let loss = (q - nq).unwrap().sqr().unwrap().mean_all().unwrap();
-            opt.step(&loss.backward().unwrap()).unwrap();
-        })
-    });
+    for (name, kernels) in [("nature_cnn_update_b32", true), ("nature_cnn_update_b32_candle_conv2d", false)] {
+        let mut online = QNetwork::new(&cnn, &mut rand_pcg::Pcg64::seed_from_u64(0), &Device::Cpu).unwrap();
+        let mut target = QNetwork::new(&cnn, &mut rand_pcg::Pcg64::seed_from_u64(1), &Device::Cpu).unwrap();
+        online.set_cpu_kernels(kernels).unwrap();
+        target.set_cpu_kernels(kernels).unwrap();
+        let vars = online.vars();
+        let mut opt = Optim::adam(vars.clone(), 1e-4, 1e-8).unwrap();
+        let frames: Vec<u8> = (0..32 * 4 * 84 * 84).map(|i| (i * 7 % 256) as u8).collect();
+        let actions: Vec<u32> = (0..32).map(|i| i % 6).collect();
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let x = Tensor::from_slice(&frames, (32, 4, 84, 84), &Device::Cpu).unwrap();
+                let a = Tensor::from_slice(&actions, 32, &Device::Cpu).unwrap();
+                let y = target.forward(&x).unwrap().max(1).unwrap().detach();
+                let q = online.forward(&x).unwrap();
+                let (loss, _) = td_loss(&q, &a, &y, None, LossKind::Huber).unwrap();
+                black_box(opt.clip_and_step(&mut loss.backward().unwrap(), &vars, 10.0).unwrap())
+            })
+        });
+    }
     g.finish();
 }
 

@@ -31,6 +31,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{AgentError, Result};
 
+mod conv;
+use conv::{ConvGeom, ConvInput, ConvOp, LinearOp};
+
 pub(crate) fn terr(e: candle_core::Error) -> AgentError {
     AgentError::Tensor(e.to_string())
 }
@@ -135,39 +138,9 @@ impl NetSpec {
     }
 }
 
-/// A convolution as an im2col gather + one matmul (the CPU path): `idx` picks, for every output position, the
-/// `c * k * k` input values under the kernel (in the weight's `(c, ky, kx)` order) from the flat input.
-#[derive(Debug, Clone)]
-struct Im2Col {
-    idx: Tensor,
-    out_h: usize,
-    out_w: usize,
-    ckk: usize,
-    out: usize,
-}
-
-/// Flat input indices of every kernel window, for an input `[c, h, w]` (`hwc = false`) or `[h, w, c]`.
-fn im2col_indices(c: usize, h: usize, w: usize, k: usize, s: usize, hwc: bool) -> Vec<u32> {
-    let (oh, ow) = ((h - k) / s + 1, (w - k) / s + 1);
-    let mut v = Vec::with_capacity(oh * ow * c * k * k);
-    for oy in 0..oh {
-        for ox in 0..ow {
-            for ci in 0..c {
-                for ky in 0..k {
-                    for kx in 0..k {
-                        let (y, x) = (oy * s + ky, ox * s + kx);
-                        v.push(if hwc { (y * w + x) * c + ci } else { ci * h * w + y * w + x } as u32);
-                    }
-                }
-            }
-        }
-    }
-    v
-}
-
 #[derive(Debug, Clone)]
 enum LayerKind {
-    Conv { stride: usize, im2col: Option<Im2Col> },
+    Conv { geom: ConvGeom },
     Linear,
 }
 
@@ -189,6 +162,8 @@ pub struct QNetwork {
     heads: Vec<Layer>,
     /// All parameters with their PyTorch names, in a fixed order.
     named: Vec<(String, Var)>,
+    /// Run the CNN through the fused CPU kernels of [`conv`] (on the CPU) rather than candle's `conv2d`.
+    cpu_kernels: bool,
 }
 
 fn uniform_var<R: Rng + ?Sized>(rng: &mut R, shape: &[usize], bound: f32, device: &Device) -> Result<Var> {
@@ -247,30 +222,16 @@ impl QNetwork {
         if spec.arch == Arch::NatureCnn {
             // Mnih et al. 2015, Methods "Model architecture": 32 8x8 s4, 64 4x4 s2, 64 3x3 s1, then 512 units.
             let (mut c, mut h, mut w) = (spec.obs_shape[0], spec.obs_shape[1], spec.obs_shape[2]);
-            for (i, (out, k, s)) in [(32usize, 8usize, 4usize), (64, 4, 2), (64, 3, 1)].into_iter().enumerate() {
+            for (out, k, s) in [(32usize, 8usize, 4usize), (64, 4, 2), (64, 3, 1)] {
                 let fan_in = c * k * k;
-                // On the CPU, im2col + matmul: candle's direct CPU convolution backward is far slower (GPU.md).
-                // The first layer reads the NCHW observation, later ones the NHWC output of the previous one.
-                let im2col = if device.is_cpu() {
-                    let idx = im2col_indices(c, h, w, k, s, i > 0);
-                    let n = idx.len();
-                    Some(Im2Col {
-                        idx: Tensor::from_vec(idx, n, device).map_err(terr)?,
-                        out_h: (h - k) / s + 1,
-                        out_w: (w - k) / s + 1,
-                        ckk: fan_in,
-                        out,
-                    })
-                } else {
-                    None
-                };
+                let geom = ConvGeom { c, h, w, k, s, out };
                 let l = make(
                     rng,
                     format!("features.{idx}"),
                     vec![out, c, k, k],
                     fan_in,
                     out * k * k,
-                    LayerKind::Conv { stride: s, im2col },
+                    LayerKind::Conv { geom },
                     true,
                     &mut named,
                 )?;
@@ -305,7 +266,42 @@ impl QNetwork {
             let l = make(rng, name.to_string(), vec![out, width], width, out, LayerKind::Linear, false, &mut named)?;
             heads.push(l);
         }
-        Ok(QNetwork { spec: spec.clone(), device: device.clone(), body, heads, named })
+        // On the CPU the CNN runs on the fused kernels of `conv` (candle's CPU conv2d backward is far slower, GPU.md);
+        // elsewhere on candle's conv2d.
+        let cpu_kernels = spec.arch == Arch::NatureCnn && device.is_cpu();
+        Ok(QNetwork { spec: spec.clone(), device: device.clone(), body, heads, named, cpu_kernels })
+    }
+
+    /// Whether the CNN runs on the fused CPU kernels (the default for a Nature CNN on the CPU) or on candle's
+    /// `conv2d` and matmul (the path used on other devices). Both compute the same function and gradients (tested);
+    /// switching is for comparisons such as the `dqn` benchmark. Turning the kernels on for an MLP or a network
+    /// off the CPU is an error.
+    ///
+    /// ```
+    /// use bellman_agents::dqn::network::{Activation, Arch, Init, NetSpec, QNetwork};
+    /// use candle_core::Device;
+    /// use rand::SeedableRng;
+    /// let spec = NetSpec { arch: Arch::NatureCnn, obs_shape: vec![4, 84, 84], hidden: vec![512],
+    ///     activation: Activation::Relu, dueling: false, n_actions: 6, init: Init::Torch };
+    /// let mut net = QNetwork::new(&spec, &mut rand_pcg::Pcg64::seed_from_u64(0), &Device::Cpu).unwrap();
+    /// assert!(net.cpu_kernels());
+    /// net.set_cpu_kernels(false).unwrap();
+    /// assert!(!net.cpu_kernels());
+    /// ```
+    pub fn set_cpu_kernels(&mut self, on: bool) -> Result<()> {
+        if on && !(self.spec.arch == Arch::NatureCnn && self.device.is_cpu()) {
+            return Err(AgentError::Unsupported(format!(
+                "the fused CPU kernels run the Nature CNN on the CPU only (this network: {:?} on {:?})",
+                self.spec.arch, self.device
+            )));
+        }
+        self.cpu_kernels = on;
+        Ok(())
+    }
+
+    /// Whether the fused CPU kernels are in use (see [`QNetwork::set_cpu_kernels`]).
+    pub fn cpu_kernels(&self) -> bool {
+        self.cpu_kernels
     }
 
     /// The network's shape.
@@ -320,35 +316,25 @@ impl QNetwork {
 
     /// Q-values `[B, n_actions]` of observations `[B, obs...]` (`f32`, or `u8` for the CNN).
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if self.cpu_kernels {
+            return self.forward_cpu_cnn(x);
+        }
         let mut h = if x.dtype() == DType::F32 { x.clone() } else { x.to_dtype(DType::F32)? };
         if self.spec.arch == Arch::NatureCnn {
             // Frames are 0..=255 bytes; the Nature DQN (and SB3's NatureCNN) divide by 255.
             h = h.affine(1.0 / 255.0, 0.0)?;
         }
         let mut flattened = self.spec.arch == Arch::Mlp;
-        let mut hwc = false;
         for l in &self.body {
             h = match &l.kind {
-                LayerKind::Conv { im2col: Some(ic), .. } => {
-                    let b = h.dim(0)?;
-                    let cols =
-                        h.flatten_from(1)?.index_select(&ic.idx, 1)?.reshape((b * ic.out_h * ic.out_w, ic.ckk))?;
-                    let w2 = l.w.as_tensor().reshape((ic.out, ic.ckk))?;
-                    let y = cols.matmul(&w2.t()?)?.broadcast_add(l.b.as_tensor())?.relu()?;
-                    hwc = true;
-                    y.reshape((b, ic.out_h, ic.out_w, ic.out))?
-                }
-                LayerKind::Conv { stride, im2col: None } => {
-                    let y = h.conv2d(l.w.as_tensor(), 0, *stride, 1, 1)?;
+                LayerKind::Conv { geom } => {
+                    let y = h.conv2d(l.w.as_tensor(), 0, geom.s, 1, 1)?;
                     let y = y.broadcast_add(&l.b.as_tensor().reshape((1, (), 1, 1))?)?;
                     y.relu()?
                 }
                 LayerKind::Linear => {
                     if !flattened {
-                        if hwc {
-                            // PyTorch flattens NCHW: (c, h, w) order, which the first linear layer's weights expect.
-                            h = h.permute((0, 3, 1, 2))?.contiguous()?;
-                        }
+                        // PyTorch's nn.Flatten of NCHW: (c, h, w) order, which the first linear layer expects.
                         h = h.flatten_from(1)?;
                         flattened = true;
                     }
@@ -359,21 +345,51 @@ impl QNetwork {
             };
         }
         if !flattened {
-            if hwc {
-                h = h.permute((0, 3, 1, 2))?.contiguous()?;
-            }
             h = h.flatten_from(1)?;
         }
         let lin = |l: &Layer, h: &Tensor| {
             candle_nn::Linear::new(l.w.as_tensor().clone(), Some(l.b.as_tensor().clone())).forward(h)
         };
+        self.head(&h, lin)
+    }
+
+    /// The CNN on the CPU kernels of [`conv`]: each layer one custom op (forward and backward).
+    fn forward_cpu_cnn(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mut h = match x.dtype() {
+            DType::U8 | DType::F32 => x.contiguous()?,
+            _ => x.to_dtype(DType::F32)?,
+        };
+        let n_conv = self.body.iter().filter(|l| matches!(l.kind, LayerKind::Conv { .. })).count();
+        let mut i = 0;
+        for l in &self.body {
+            h = match &l.kind {
+                LayerKind::Conv { geom } => {
+                    let input = if i == 0 { ConvInput::Frames } else { ConvInput::Nhwc };
+                    i += 1;
+                    // The last convolution writes NCHW, the order the first linear layer's weights expect.
+                    let op = ConvOp { geom: *geom, input, nchw_out: i == n_conv };
+                    h.apply_op3(l.w.as_tensor(), l.b.as_tensor(), op)?
+                }
+                LayerKind::Linear => h.apply_op3(l.w.as_tensor(), l.b.as_tensor(), LinearOp { relu: true })?,
+            };
+        }
+        let lin = |l: &Layer, h: &Tensor| h.apply_op3(l.w.as_tensor(), l.b.as_tensor(), LinearOp { relu: false });
+        self.head(&h, lin)
+    }
+
+    /// The output head on the body's features `h`: `q`, or the dueling combination.
+    fn head(
+        &self,
+        h: &Tensor,
+        lin: impl Fn(&Layer, &Tensor) -> candle_core::Result<Tensor>,
+    ) -> candle_core::Result<Tensor> {
         if self.spec.dueling {
-            let v = lin(&self.heads[0], &h)?;
-            let a = lin(&self.heads[1], &h)?;
+            let v = lin(&self.heads[0], h)?;
+            let a = lin(&self.heads[1], h)?;
             let mean = a.mean_keepdim(D::Minus1)?;
             a.broadcast_sub(&mean)?.broadcast_add(&v)
         } else {
-            lin(&self.heads[0], &h)
+            lin(&self.heads[0], h)
         }
     }
 
@@ -700,37 +716,56 @@ mod tests {
         assert_eq!(net.num_params(), 1_687_206);
     }
 
-    /// The im2col convolution equals candle's `conv2d` (NCHW semantics, PyTorch's), forward and weight gradients.
+    /// The CPU kernels (`conv`) equal candle's `conv2d` + linear path (NCHW semantics, PyTorch's): Q-values and
+    /// every parameter gradient, for `u8` and `f32` frames, batch 1 and more, the Nature shapes, dueling heads and
+    /// two hidden layers.
     #[test]
-    fn im2col_cnn_matches_candle_conv2d() {
-        let s = NetSpec {
-            arch: Arch::NatureCnn,
-            obs_shape: vec![2, 44, 44], // square: candle's own conv2d backward mishandles non-square inputs
-            hidden: vec![8],
-            activation: Activation::Relu,
-            dueling: false,
-            n_actions: 3,
-            init: Init::Torch,
-        };
-        let net = QNetwork::new(&s, &mut rand_pcg::Pcg64::seed_from_u64(9), &Device::Cpu).unwrap();
-        let mut direct = QNetwork::new(&s, &mut rand_pcg::Pcg64::seed_from_u64(9), &Device::Cpu).unwrap();
-        for l in &mut direct.body {
-            if let LayerKind::Conv { im2col, .. } = &mut l.kind {
-                *im2col = None;
+    fn cpu_kernels_match_candle_conv2d_network() {
+        // Square frames: candle's own conv2d backward mishandles non-square inputs (conv.rs tests those against a
+        // direct convolution).
+        let cases: [(usize, usize, Vec<usize>, bool, usize, bool); 4] = [
+            (2, 44, vec![8], false, 2, false),
+            (2, 44, vec![8, 5], true, 3, true),
+            (4, 84, vec![512], false, 1, false),
+            (4, 84, vec![16], true, 2, true),
+        ];
+        for (case, (c, hw, hidden, dueling, batch, f32_frames)) in cases.into_iter().enumerate() {
+            let s = NetSpec {
+                arch: Arch::NatureCnn,
+                obs_shape: vec![c, hw, hw],
+                hidden,
+                activation: Activation::Relu,
+                dueling,
+                n_actions: 3,
+                init: Init::Torch,
+            };
+            let net = QNetwork::new(&s, &mut rand_pcg::Pcg64::seed_from_u64(9), &Device::Cpu).unwrap();
+            let mut direct = QNetwork::new(&s, &mut rand_pcg::Pcg64::seed_from_u64(9), &Device::Cpu).unwrap();
+            assert!(net.cpu_kernels);
+            direct.set_cpu_kernels(false).unwrap();
+            let n = batch * c * hw * hw;
+            let data: Vec<u8> = (0..n).map(|i| ((i * 37 + i / 7 + case) % 256) as u8).collect();
+            let mut x = Tensor::from_vec(data, (batch, c, hw, hw), &Device::Cpu).unwrap();
+            if f32_frames {
+                x = x.to_dtype(DType::F32).unwrap();
             }
-        }
-        let data: Vec<u8> = (0..2 * 2 * 44 * 44).map(|i| ((i * 37 + i / 7) % 256) as u8).collect();
-        let x = Tensor::from_vec(data, (2, 2, 44, 44), &Device::Cpu).unwrap();
-        let (qa, qb) = (net.forward(&x).unwrap(), direct.forward(&x).unwrap());
-        let diff = (&qa - &qb).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(diff < 1e-5, "{diff}");
-        let ga = qa.sum_all().unwrap().backward().unwrap();
-        let gb = qb.sum_all().unwrap().backward().unwrap();
-        for ((n, a), (_, b)) in net.named.iter().zip(&direct.named) {
-            let (a, b) = (ga.get(a).unwrap(), gb.get(b).unwrap());
-            let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-            let m = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!(d <= 1e-4 * m.max(1.0), "{n}: max diff {d} (max {m})");
+            let (qa, qb) = (net.forward(&x).unwrap(), direct.forward(&x).unwrap());
+            let scale = qb.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let diff = (&qa - &qb).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff <= 1e-5 * scale.max(1.0), "case {case}: Q max diff {diff}");
+            // A loss with distinct weights per output, so that every gradient entry is exercised.
+            let r: Vec<f32> = (0..batch * 3).map(|i| 1.0 - 0.37 * i as f32).collect();
+            let r = Tensor::from_vec(r, (batch, 3), &Device::Cpu).unwrap();
+            let ga = (&qa * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let gb = (&qb * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            for ((name, a), (_, b)) in net.named.iter().zip(&direct.named) {
+                let (a, b) = (ga.get(a).unwrap(), gb.get(b).unwrap());
+                assert_eq!(a.dims(), b.dims());
+                let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                let m = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(m > 0.0, "case {case}: {name} has a zero gradient");
+                assert!(d <= 1e-4 * m.max(1e-3), "case {case}: {name}: max diff {d} (max {m})");
+            }
         }
     }
 
