@@ -31,9 +31,8 @@ use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
 use serde::{Deserialize, Serialize};
 
-use super::learner::{ACTOR_STREAM, LearnerCore, replay_err};
+use super::learner::{ACTOR_STREAM, LearnerCore, ReseedActor, replay_err, resume_actors};
 use super::{Actor, ActorBatch, ActorEpisode, ActorPool, Learner, Payload, PoolConfig, RateLimit, apex_epsilon};
-use crate::dqn::derived_env_seed;
 use crate::dqn::network::{Arch, CpuMlp, NetSpec, argmax};
 use crate::dqn::{DqnConfig, EnvFactory, device};
 use crate::error::{AgentError, Result};
@@ -205,6 +204,12 @@ pub struct DqnActor {
     ep_len: u64,
     send_batch: usize,
     obs_dim: usize,
+}
+
+impl ReseedActor for DqnActor {
+    fn reseed(&mut self, env_seed: u64, rng: Pcg64, steps: u64) {
+        (self.seed, self.rng, self.steps) = (env_seed, rng, steps);
+    }
 }
 
 impl std::fmt::Debug for DqnActor {
@@ -629,25 +634,11 @@ impl Trainer for ApexDqnTrainer {
         if let Some(p) = self.pool.as_mut() {
             p.publish(w);
         }
-        let get = |k: &str| ckpt.meta.get(k).and_then(|v| v.as_u64());
-        self.restored_steps = get("steps").unwrap_or(0);
-        self.restored_episodes = get("episodes").unwrap_or(0);
-        if let Some(p) = self.pool.as_mut() {
-            p.resume_from(self.restored_steps, self.restored_episodes);
-            report.not_exact("the actors were already running: they keep their envs and generators");
-        } else if let Some(actors) = self.actors.as_mut()
-            && self.restored_steps > 0
-        {
-            let base = derived_env_seed(get("seed").unwrap_or(self.seed), self.restored_steps);
-            let n = actors.len() as u64;
-            for (i, a) in actors.iter_mut().enumerate() {
-                a.seed = base + i as u64;
-                a.rng = Pcg64::seed_from_u64((base ^ ACTOR_STREAM).wrapping_add(i as u64));
-                // The `schedule` exploration continues from the actors' share of the steps so far.
-                a.steps = self.restored_steps / n;
-            }
-            self.env_seed = base;
-            report.notes.push(format!("actor envs seeded with {base} + actor index (derived from the seed and step)"));
+        let (steps, episodes, seed) =
+            resume_actors(&ckpt.meta, self.seed, self.pool.as_mut(), self.actors.as_mut(), &mut report);
+        (self.restored_steps, self.restored_episodes) = (steps, episodes);
+        if let Some(seed) = seed {
+            self.env_seed = seed;
         }
         Ok(report)
     }
@@ -890,7 +881,7 @@ mod tests {
             );
             assert_eq!(r.learner.core.replay.len(), t.learner.core.replay.len());
             // Actors restart on a derived seed (recorded), with fresh generators from it.
-            let base = derived_env_seed(4, ck.meta["steps"].as_u64().unwrap());
+            let base = crate::dqn::derived_env_seed(4, ck.meta["steps"].as_u64().unwrap());
             assert_eq!(rc.meta["env_seed"], base);
             assert!(report.to_string().contains(&base.to_string()), "{report}");
             let actors = r.actors.as_ref().unwrap();

@@ -24,6 +24,40 @@ pub(crate) const INIT_STREAM: u64 = 0x9E37_79B9_7F4A_7C15;
 pub(crate) const ACTOR_STREAM: u64 = 0xA076_1D64_78BD_642F;
 pub(crate) const REPLAY_STREAM: u64 = 0x8CB9_2BA7_2F3D_8DD7;
 
+/// What an Ape-X resume resets in an actor that has not started yet: its env seed, its exploration generator and
+/// its own step count (the `schedule` epsilon continues from it).
+pub(crate) trait ReseedActor {
+    fn reseed(&mut self, env_seed: u64, rng: Pcg64, steps: u64);
+}
+
+/// The actor side of an Ape-X resume, shared by both Ape-X trainers. The checkpoint's step and episode counters go
+/// to a running pool (whose actors keep their envs and generators: reported), or actors not started yet get env
+/// seeds derived from the run's seed and step (`derived_env_seed + i`), reseeded generators and their share of the
+/// steps (reported). Returns `(steps, episodes, Some(new env seed))`, the seed `None` when nothing was reseeded.
+pub(crate) fn resume_actors<W: Send + Sync + 'static, P: super::Payload, A: ReseedActor>(
+    meta: &serde_json::Value,
+    run_seed: u64,
+    pool: Option<&mut super::pool::ActorPool<W, P>>,
+    actors: Option<&mut Vec<A>>,
+    report: &mut crate::trainer::ResumeReport,
+) -> (u64, u64, Option<u64>) {
+    let get = |k: &str| meta.get(k).and_then(|v| v.as_u64());
+    let (steps, episodes) = (get("steps").unwrap_or(0), get("episodes").unwrap_or(0));
+    if let Some(p) = pool {
+        p.resume_from(steps, episodes);
+        report.not_exact("the actors were already running: they keep their envs and generators");
+        return (steps, episodes, None);
+    }
+    let Some(actors) = actors.filter(|_| steps > 0) else { return (steps, episodes, None) };
+    let base = crate::dqn::derived_env_seed(get("seed").unwrap_or(run_seed), steps);
+    let n = actors.len() as u64;
+    for (i, a) in actors.iter_mut().enumerate() {
+        a.reseed(base + i as u64, Pcg64::seed_from_u64((base ^ ACTOR_STREAM).wrapping_add(i as u64)), steps / n);
+    }
+    report.notes.push(format!("actor envs seeded with {base} + actor index (derived from the seed and step)"));
+    (steps, episodes, Some(base))
+}
+
 pub(crate) fn replay_err(e: bellman_replay::ReplayError) -> AgentError {
     AgentError::Replay(e.to_string())
 }
