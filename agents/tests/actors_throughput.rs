@@ -82,7 +82,8 @@ fn run(n: usize, steps: u64, idle: bool) -> Figures {
 #[ignore = "a measurement; run by hand with --release --ignored --nocapture"]
 fn collection_throughput() {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        // As the `bellman` binary: candle on one thread (docs/GPU.md: 16 threads made CartPole-DQN 8x slower).
+        // As the `bellman` binary: candle on one thread. Unset, candle reads /proc/cpuinfo on every matmul, which
+        // made this test's training rows 8x slower on the GPU machine (docs/GPU.md).
         // SAFETY: before any candle or rayon work, no other thread reads the environment yet.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
     }
