@@ -11,27 +11,12 @@
 use std::time::{Duration, Instant};
 
 use bellman_agents::actors::{ActorEpsilon, ApexConfig, ApexDqnTrainer};
-use bellman_agents::dqn::{DqnConfig, DqnTrainer};
+use bellman_agents::dqn::DqnTrainer;
 use bellman_agents::trainer::{EnvSetup, NullReporter, Trainer};
 
-/// experiments/configs/cartpole-dqn.toml's agent.
-fn cartpole_cfg() -> DqnConfig {
-    DqnConfig {
-        hidden: vec![64, 64],
-        learning_rate: 2.3e-3,
-        batch_size: 64,
-        buffer_size: 100_000,
-        learning_starts: 1_000,
-        gamma: 0.99,
-        target_update_interval: 10,
-        train_freq: 256,
-        gradient_steps: 128,
-        exploration_fraction: 0.16,
-        exploration_final_eps: 0.04,
-        total_steps: Some(50_000),
-        ..DqnConfig::default()
-    }
-}
+#[path = "common/cartpole.rs"]
+mod cartpole;
+use cartpole::cartpole_cfg;
 
 /// Trains in chunks of 2500 steps; returns (training seconds until solved, steps, best eval mean).
 fn time_to_solve(t: &mut dyn Trainer) -> (Option<Duration>, u64, f64) {

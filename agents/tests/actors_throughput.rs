@@ -10,27 +10,12 @@
 use std::time::Instant;
 
 use bellman_agents::actors::{ApexConfig, ApexDqnTrainer};
-use bellman_agents::dqn::{DqnConfig, DqnTrainer};
+use bellman_agents::dqn::DqnTrainer;
 use bellman_agents::trainer::{EnvSetup, NullReporter, Trainer};
 
-/// rl-baselines3-zoo's CartPole-v1 DQN settings as in experiments/configs/cartpole-dqn.toml.
-fn cartpole_cfg() -> DqnConfig {
-    DqnConfig {
-        hidden: vec![64, 64],
-        learning_rate: 2.3e-3,
-        batch_size: 64,
-        buffer_size: 100_000,
-        learning_starts: 1_000,
-        gamma: 0.99,
-        target_update_interval: 10,
-        train_freq: 256,
-        gradient_steps: 128,
-        exploration_fraction: 0.16,
-        exploration_final_eps: 0.04,
-        total_steps: Some(50_000),
-        ..DqnConfig::default()
-    }
-}
+#[path = "common/cartpole.rs"]
+mod cartpole;
+use cartpole::cartpole_cfg;
 
 fn env_usize(k: &str, d: u64) -> u64 {
     std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)

@@ -6,36 +6,9 @@ use bellman_agents::dqn::pixels::PixelDqnTrainer;
 use bellman_agents::dqn::{DqnConfig, optim::OptimizerKind};
 use bellman_agents::trainer::{EnvSetup, Trainer, VecReporter};
 
-fn roms_available(test: &str) -> bool {
-    match bellman_envs::atari::rom_path("Pong") {
-        Ok(_) => true,
-        Err(e) => {
-            if std::env::var("BELLMAN_REQUIRE_ROMS").is_ok_and(|v| v == "1") {
-                panic!("{test}: Atari ROMs are required (BELLMAN_REQUIRE_ROMS=1) but missing: {e}");
-            }
-            eprintln!("SKIPPED {test}: Atari ROMs not found ({e})");
-            println!("SKIPPED {test}: Atari ROMs not found; run scripts/setup-atari.sh");
-            false
-        }
-    }
-}
-
-/// Pong with the Nature preprocessing, episodes truncated after 400 emulator frames (100 agent steps) so that
-/// a few hundred steps finish several episodes.
-fn pong() -> EnvSetup {
-    EnvSetup {
-        id: "ALE/Pong-v5".into(),
-        options: [
-            "preprocess=true",
-            "frame_stack=4",
-            "fire_reset=true",
-            "clip_rewards=true",
-            "max_num_frames_per_episode=400",
-        ]
-        .map(String::from)
-        .to_vec(),
-    }
-}
+#[path = "common/atari.rs"]
+mod atari;
+use atari::{pong, roms_available};
 
 fn tiny() -> DqnConfig {
     DqnConfig {
