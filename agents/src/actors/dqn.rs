@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use super::learner::{ACTOR_STREAM, LearnerCore, ReseedActor, replay_err, resume_actors};
 use super::{Actor, ActorBatch, ActorEpisode, ActorPool, Learner, Payload, PoolConfig, RateLimit, apex_epsilon};
-use crate::dqn::network::{Arch, CpuMlp, NetSpec, argmax};
+use crate::dqn::network::{Arch, CpuMlp, argmax};
 use crate::dqn::{DqnConfig, EnvFactory, device};
 use crate::error::{AgentError, Result};
 use crate::trainer::{
@@ -447,15 +447,7 @@ impl ApexDqnTrainer {
                     .into(),
             ));
         }
-        let spec = NetSpec {
-            arch: cfg.network,
-            obs_shape: obs_shape.clone(),
-            hidden: cfg.hidden.clone(),
-            activation: cfg.activation,
-            dueling: cfg.dueling,
-            n_actions,
-            init: cfg.init,
-        };
+        let spec = cfg.net_spec(&obs_shape, n_actions);
         let storage = FlatStorage::new(cfg.buffer_size, &obs_shape, 1).map_err(replay_err)?;
         let core = LearnerCore::new(cfg, &spec, storage, seed, device)?;
         let cpu = CpuMlp::from_network(&core.online)?;

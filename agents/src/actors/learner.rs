@@ -14,7 +14,7 @@ use rand_pcg::Pcg64;
 use crate::dqn::DqnConfig;
 use crate::dqn::learn::{UpdateOut, UpdateScratch, td_update};
 use crate::dqn::network::{NetSpec, QNetwork, terr};
-use crate::dqn::optim::{Optim, OptimizerKind};
+use crate::dqn::optim::Optim;
 use crate::error::{AgentError, Result};
 use crate::trainer::{TrainMetrics, pcg_from_json, pcg_to_json};
 
@@ -127,10 +127,7 @@ where
         let online = QNetwork::new(spec, &mut init_rng, &device)?;
         let target = QNetwork::new(spec, &mut init_rng, &device)?;
         target.copy_from(&online)?;
-        let optim = match cfg.optimizer {
-            OptimizerKind::Adam => Optim::adam(online.vars(), cfg.learning_rate, cfg.adam_eps)?,
-            OptimizerKind::Rmsprop => Optim::rmsprop(online.vars(), cfg.rmsprop_params())?,
-        };
+        let optim = cfg.optimizer(online.vars())?;
         // SB3 updates the target every `target_update_interval` env steps while training in phases of
         // `gradient_steps` updates every `train_freq` (vector) steps of `n_envs` env steps: in updates, this many.
         let vector_steps = (cfg.target_update_interval / cfg.n_envs.max(1) as u64).max(1);

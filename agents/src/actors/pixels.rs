@@ -40,7 +40,7 @@ use super::{
     Actor, ActorBatch, ActorEpisode, ActorEpsilon, ActorPool, ApexConfig, CounterSnapshot, Learner, Payload,
     apex_epsilon,
 };
-use crate::dqn::network::{Arch, NetSpec, QNetwork, argmax, terr};
+use crate::dqn::network::{Arch, QNetwork, argmax, terr};
 use crate::dqn::pixels::evaluate_atari;
 use crate::dqn::{DqnConfig, device};
 use crate::error::{AgentError, Result};
@@ -604,15 +604,7 @@ impl ApexPixelTrainer {
             )));
         }
         let frame_len = obs_len / stack;
-        let spec = NetSpec {
-            arch: Arch::NatureCnn,
-            obs_shape: obs_shape.clone(),
-            hidden: cfg.hidden.clone(),
-            activation: cfg.activation,
-            dueling: cfg.dueling,
-            n_actions,
-            init: cfg.init,
-        };
+        let spec = cfg.net_spec(&obs_shape, n_actions);
         let storage = FrameStackStorage::<i64>::new(cfg.buffer_size, stack, &obs_shape[1..], 1).map_err(replay_err)?;
         let core = LearnerCore::new(cfg, &spec, storage, seed, device)?;
         let initial = cnn_weights(&core.online)?;

@@ -2,8 +2,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::loss::LossKind;
-use super::network::{Activation, Arch, Init};
-use super::optim::{OptimizerKind, ParamsRmsProp};
+use super::network::{Activation, Arch, Init, NetSpec};
+use super::optim::{Optim, OptimizerKind, ParamsRmsProp};
 use crate::error::{AgentError, Result};
 
 /// Configuration of DQN: the `[agent]` table of an experiment (with `kind = "dqn"` read by the runner).
@@ -203,6 +203,33 @@ impl DqnConfig {
             return Err(AgentError::Config(format!("hidden layer size {h}: every size must be >= 1")));
         }
         Ok(())
+    }
+
+    /// The Q-network this config describes for observations of `obs_shape` and `n_actions` actions.
+    ///
+    /// ```
+    /// use bellman_agents::dqn::DqnConfig;
+    /// let spec = DqnConfig::default().net_spec(&[4], 2);
+    /// assert_eq!((spec.obs_dim(), spec.n_actions, spec.hidden.as_slice()), (4, 2, &[64, 64][..]));
+    /// ```
+    pub fn net_spec(&self, obs_shape: &[usize], n_actions: usize) -> NetSpec {
+        NetSpec {
+            arch: self.network,
+            obs_shape: obs_shape.to_vec(),
+            hidden: self.hidden.clone(),
+            activation: self.activation,
+            dueling: self.dueling,
+            n_actions,
+            init: self.init,
+        }
+    }
+
+    /// The optimiser this config names (Adam or RMSProp with its settings) over `vars`.
+    pub fn optimizer(&self, vars: Vec<candle_core::Var>) -> Result<Optim> {
+        match self.optimizer {
+            OptimizerKind::Adam => Optim::adam(vars, self.learning_rate, self.adam_eps),
+            OptimizerKind::Rmsprop => Optim::rmsprop(vars, self.rmsprop_params()),
+        }
     }
 
     /// The RMSProp settings of this config.

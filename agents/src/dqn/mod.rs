@@ -57,8 +57,8 @@ use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
 
 pub use config::DqnConfig;
-use network::{Arch, CpuMlp, NetSpec, QNetwork, argmax, terr};
-use optim::{Optim, OptimizerKind};
+use network::{Arch, CpuMlp, QNetwork, argmax, terr};
+use optim::Optim;
 
 use crate::error::{AgentError, Result};
 use crate::trainer::{
@@ -260,24 +260,13 @@ impl DqnTrainer {
         let obs_shape = envs.single_observation_space().shape().to_vec();
         let obs_shape = if obs_shape.is_empty() { vec![1] } else { obs_shape };
         let obs_dim = envs.obs_dim();
-        let spec = NetSpec {
-            arch: cfg.network,
-            obs_shape: obs_shape.clone(),
-            hidden: cfg.hidden.clone(),
-            activation: cfg.activation,
-            dueling: cfg.dueling,
-            n_actions,
-            init: cfg.init,
-        };
+        let spec = cfg.net_spec(&obs_shape, n_actions);
         let mut init_rng = Pcg64::seed_from_u64(seed ^ INIT_STREAM);
         let online = QNetwork::new(&spec, &mut init_rng, &device)?;
         let target = QNetwork::new(&spec, &mut init_rng, &device)?;
         target.copy_from(&online)?;
         let cpu_policy = if spec.arch == Arch::Mlp { Some(CpuMlp::from_network(&online)?) } else { None };
-        let optim = match cfg.optimizer {
-            OptimizerKind::Adam => Optim::adam(online.vars(), cfg.learning_rate, cfg.adam_eps)?,
-            OptimizerKind::Rmsprop => Optim::rmsprop(online.vars(), cfg.rmsprop_params())?,
-        };
+        let optim = cfg.optimizer(online.vars())?;
         let replay = if cfg.prioritized {
             let storage = FlatStorage::<f32, i64>::new(cfg.buffer_size, &obs_shape, 1).map_err(replay_err)?;
             Replay::Prioritized(PrioritizedReplayBuffer::new(storage, cfg.per_alpha, cfg.per_eps).map_err(replay_err)?)
@@ -958,6 +947,7 @@ impl Trainer for DqnTrainer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dqn::optim::OptimizerKind;
     use crate::trainer::VecReporter;
 
     /// Episodes and metrics without their wall-clock parts.

@@ -38,8 +38,8 @@ use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
 
 use super::learn::{Rows, UpdateOut, UpdateScratch, td_update_tensors};
-use super::network::{Arch, NetSpec, QNetwork, terr};
-use super::optim::{Optim, OptimizerKind};
+use super::network::{Arch, QNetwork, terr};
+use super::optim::Optim;
 use super::{
     DqnConfig, EXPLORE_STREAM, INIT_STREAM, LOSS_SUM, OPT_PREFIX, Q_SUM, REPLAY_STREAM, Running, STATE_VERSION,
     derived_env_seed, device, replay_err,
@@ -191,23 +191,12 @@ impl PixelDqnTrainer {
         };
         let obs_shape = envs.obs_shape().to_vec();
         let obs_len = envs.obs_len();
-        let spec = NetSpec {
-            arch: Arch::NatureCnn,
-            obs_shape: obs_shape.clone(),
-            hidden: cfg.hidden.clone(),
-            activation: cfg.activation,
-            dueling: cfg.dueling,
-            n_actions,
-            init: cfg.init,
-        };
+        let spec = cfg.net_spec(&obs_shape, n_actions);
         let mut init_rng = Pcg64::seed_from_u64(seed ^ INIT_STREAM);
         let online = QNetwork::new(&spec, &mut init_rng, &device)?;
         let target = QNetwork::new(&spec, &mut init_rng, &device)?;
         target.copy_from(&online)?;
-        let optim = match cfg.optimizer {
-            OptimizerKind::Adam => Optim::adam(online.vars(), cfg.learning_rate, cfg.adam_eps)?,
-            OptimizerKind::Rmsprop => Optim::rmsprop(online.vars(), cfg.rmsprop_params())?,
-        };
+        let optim = cfg.optimizer(online.vars())?;
         let frame_shape = [pp.screen_size, pp.screen_size];
         let storage =
             FrameStackStorage::<i64>::new(cfg.buffer_size, pp.frame_stack, &frame_shape, 1).map_err(replay_err)?;
@@ -812,6 +801,7 @@ mod tests {
 
     use super::*;
     use crate::dqn::learn::td_update;
+    use crate::dqn::network::NetSpec;
     use crate::dqn::network::{Activation, Init};
 
     /// Online and target network (the same seed gives the same weights) with a fresh Adam.
