@@ -87,6 +87,9 @@ struct FakeLearner {
     batch: usize,
     /// (inserts, samples) seen by the limiter at each update, to check the band from outside.
     priorities_ok: bool,
+    /// Largest policy lag seen at insertion: updates done minus the version the transition was collected with
+    /// (with `publish_every = 1`, version k is the weights after k updates).
+    max_lag: u64,
 }
 
 impl FakeLearner {
@@ -99,6 +102,7 @@ impl FakeLearner {
             update_delay: Duration::ZERO,
             batch,
             priorities_ok: true,
+            max_lag: 0,
         }
     }
 }
@@ -112,6 +116,7 @@ impl Learner for FakeLearner {
     fn insert(&mut self, b: &ActorBatch<Vec<Item>>, i: usize) -> Result<bool> {
         let it = b.payload[i];
         self.priorities_ok &= b.priorities[i] == 1.0 + (it.1 % 3) as f32 && it.0 == b.actor && it.2 == b.version;
+        self.max_lag = self.max_lag.max(self.updates.saturating_sub(it.2));
         self.log.push(it);
         self.replay.push_back(it);
         if self.replay.len() > self.capacity {
@@ -330,7 +335,7 @@ fn rate_limiter_holds_the_band_under_a_slow_actor() {
 
 #[test]
 fn rate_limiter_holds_the_band_under_a_slow_learner() {
-    // Fast actors and a slow learner: the actors block on the full channel, the learner does not fall behind.
+    // Fast actors and a slow learner: the actors wait for room in the band, the learner does not fall behind.
     let actors: Vec<_> = (0..2).map(FakeActor::new).collect();
     let spi = 4.0;
     let cfg = config(4, spi, 8, 24.0);
@@ -354,6 +359,32 @@ fn rate_limiter_holds_the_band_under_a_slow_learner() {
     assert!(before.inserted as f64 <= (before.sampled as f64 + bhi) / spi + 1.0, "{before:?}");
     let c = pool.shutdown().unwrap();
     assert_eq!(c.sent, c.received);
+    assert_eq!(c.received, c.inserted + c.discarded);
+}
+
+/// Actors claim room in the band before they act, so a slow learner with a large channel finds no stale data in it:
+/// everything the actors sent is insertable at once, and each transition was collected with weights at most a few
+/// updates old. (Before admission, the actors filled whatever channel there was: 64 messages of 4 here.)
+#[test]
+fn a_slow_learner_with_a_large_channel_gets_no_stale_data() {
+    let actors: Vec<_> = (0..2).map(FakeActor::new).collect();
+    let cfg = PoolConfig { channel_capacity: 64, ..config(4, 4.0, 8, 24.0) };
+    let mut pool = ActorPool::spawn(actors, 0, &cfg, 8).unwrap();
+    let mut learner = FakeLearner::new(10_000, 8);
+    learner.update_delay = Duration::from_millis(1);
+    let mut rep = CountingStop { left: 100, episodes: 0 };
+    pool.run(&mut learner, u64::MAX, &mut rep).unwrap();
+    // The learner samples no more after `run`, so the actors cannot claim more than this either.
+    std::thread::sleep(Duration::from_millis(20));
+    let lim = pool.limiter().clone();
+    let c = pool.snapshot();
+    let insertable = lim.inserts() + lim.insert_allowance(u64::MAX);
+    assert!(c.sent <= insertable, "sent {} but only {insertable} fit the band: data waited in the channel", c.sent);
+    assert!(c.updates >= 50, "{c:?}");
+    // Policy lag: 64 queued messages of 4 would be 128 updates old when inserted (4 samples per insert, 8 per
+    // update); claimed room is 14 transitions at most (band), about 7 updates. 20 leaves room for a loaded machine.
+    assert!(learner.max_lag <= 20, "policy lag reached {} updates", learner.max_lag);
+    let c = pool.shutdown().unwrap();
     assert_eq!(c.received, c.inserted + c.discarded);
 }
 

@@ -58,11 +58,15 @@ pub struct ApexConfig {
     /// Exploration of the actors (default `"apex"`; on CartPole it solved 5 of 5 seeds, `"schedule"` 3 of 5;
     /// docs/BENCHMARKS.md, "Parallel actors").
     pub epsilon: ActorEpsilon,
-    /// Transitions per message (default 16). Ape-X uses 50 (its local buffer size), but when the learner is the
-    /// bottleneck every transition buffered between actors and learner adds policy lag: with 50 x 16 buffered,
-    /// CartPole's lag was about 450 updates and `--actors 2` did not solve seed 0 (docs/BENCHMARKS.md).
+    /// Transitions per message (default 64; Ape-X uses 50, its local buffer size). Actors claim room in the rate
+    /// limiter's band before they act (`actors::admission`), so a learner that falls behind holds them back
+    /// before they collect data and larger messages add little policy lag. On CartPole a message costs the actor
+    /// about 1-2 us of channel work (most of it cache misses on the shared channel state), 1.3-4% of its busy time
+    /// with 64 transitions, 2.3-6% with 32 (docs/BENCHMARKS.md, "Parallel actors").
     pub send_batch: usize,
-    /// Channel capacity in messages (default 1, for the same reason).
+    /// Channel capacity in messages (default 64: the learner polls instead of blocking while it waits for data,
+    /// so the channel must hold what arrives during one of its short sleeps; with `block_actors` the band, not
+    /// the channel, bounds what is in flight).
     pub channel_capacity: usize,
     /// Learner updates between weight publications (default 1: a 64x64 MLP copies in microseconds, and on
     /// CartPole 10 solved 2 of 5 seeds where 1 solved 5 of 5; docs/BENCHMARKS.md, "Parallel actors").
@@ -83,8 +87,8 @@ impl Default for ApexConfig {
     fn default() -> Self {
         ApexConfig {
             epsilon: ActorEpsilon::Apex,
-            send_batch: 16,
-            channel_capacity: 1,
+            send_batch: 64,
+            channel_capacity: 64,
             publish_every: 1,
             samples_per_insert: None,
             error_buffer: None,

@@ -158,6 +158,33 @@ impl RateLimiter {
         (self.inserts + k) as f64 * self.cfg.samples_per_insert - self.samples as f64 <= self.max_diff
     }
 
+    /// How many of `want` transitions may be inserted now (the largest `k <= want` with `can_insert(k)`), so that
+    /// a batch is checked once instead of per transition.
+    ///
+    /// ```
+    /// use bellman_agents::actors::{RateLimit, RateLimiter};
+    /// let cfg = RateLimit { samples_per_insert: 4.0, min_size_to_sample: 100, error_buffer: 64.0, ..RateLimit::default() };
+    /// let lim = RateLimiter::new(cfg, 32).unwrap();
+    /// assert_eq!(lim.insert_allowance(1000), 116); // (400 + 64) / 4
+    /// assert_eq!(lim.insert_allowance(10), 10);
+    /// ```
+    pub fn insert_allowance(&self, want: u64) -> u64 {
+        if !self.cfg.block_actors || self.inserts.saturating_add(want) <= self.cfg.min_size_to_sample {
+            return want;
+        }
+        // (inserts + k) * spi - samples <= max_diff, floored; then stepped to the exact float comparison.
+        let bound = ((self.max_diff + self.samples as f64) / self.cfg.samples_per_insert).floor();
+        let mut k = if bound > self.inserts as f64 { (bound as u64 - self.inserts).min(want) } else { 0 };
+        k = k.max(self.cfg.min_size_to_sample.saturating_sub(self.inserts).min(want));
+        while k < want && self.can_insert(k + 1) {
+            k += 1;
+        }
+        while k > 0 && !self.can_insert(k) {
+            k -= 1;
+        }
+        k
+    }
+
     /// Whether `k` transitions may be sampled now (never before `min_size_to_sample` inserts).
     pub fn can_sample(&self, k: u64) -> bool {
         if self.inserts < self.cfg.min_size_to_sample {
@@ -233,6 +260,30 @@ mod tests {
             assert!(lo >= blo && hi <= bhi, "seen [{lo}, {hi}] outside [{blo}, {bhi}]");
             let ratio = l.samples() as f64 / l.inserts() as f64;
             assert!((ratio - spi).abs() / spi < 0.05, "ratio {ratio} vs {spi}");
+        }
+    }
+
+    /// The allowance is exactly the number of single inserts `can_insert` lets through.
+    #[test]
+    fn insert_allowance_matches_single_inserts() {
+        for (spi, min, eb, batch) in [(4.0, 100, 64.0, 32usize), (0.3, 8, 8.0, 4), (32.0, 1000, 8192.0, 64)] {
+            let mut l = RateLimiter::new(cfg(spi, min, eb), batch).unwrap();
+            for round in 0..300 {
+                for want in [0u64, 1, 7, 50, 10_000] {
+                    let mut probe = l.clone();
+                    let mut n = 0;
+                    while n < want && probe.can_insert(1) {
+                        probe.inserted(1);
+                        n += 1;
+                    }
+                    assert_eq!(l.insert_allowance(want), n, "spi {spi} round {round} want {want}");
+                }
+                let k = l.insert_allowance(13);
+                l.inserted(k);
+                if l.can_sample(batch as u64) {
+                    l.sampled(batch as u64);
+                }
+            }
         }
     }
 

@@ -59,6 +59,7 @@
 //! assert_eq!(c.sent, c.received);
 //! assert_eq!(c.received, c.inserted + c.discarded);
 //! ```
+pub mod admission;
 pub mod counters;
 pub mod dqn;
 pub(crate) mod learner;
