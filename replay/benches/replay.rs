@@ -218,6 +218,62 @@ fn bench_uniform_atari<M: Measurement>(c: &mut Criterion<M>, prefix: &str) {
             black_box(&dst);
         })
     });
+    // Two threads gathering the 32 random 5-frame windows, 16 each (a persistent helper woken by a barrier: no
+    // thread start per iteration). Wall time only: with on-CPU time it would count one thread. On the 2-core dev
+    // box this was no faster than one thread (docs/BENCHMARKS.md, Replay): the memory system, not the core, is
+    // the bound.
+    if prefix.is_empty() {
+        let windows = (src.len() - 5 * FRAME) / FRAME;
+        let mut rng = Pcg64::seed_from_u64(5);
+        let (h0, h1) = dst.split_at_mut(16 * 5 * FRAME);
+        let copy_rows = |dst: &mut [u8], starts: &[usize]| {
+            for (r, &f) in starts.iter().enumerate() {
+                dst[r * 5 * FRAME..(r + 1) * 5 * FRAME].copy_from_slice(&src[f * FRAME..(f + 5) * FRAME]);
+            }
+        };
+        let go = std::sync::Barrier::new(2);
+        let done = std::sync::Barrier::new(2);
+        let starts = std::sync::Mutex::new([0usize; 32]);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                loop {
+                    go.wait();
+                    if stop.load(std::sync::atomic::Ordering::Acquire) {
+                        break;
+                    }
+                    let s = *starts.lock().unwrap();
+                    copy_rows(h1, &s[16..]);
+                    done.wait();
+                }
+            });
+            g.bench_function("gather_32x5_frames_2_threads", |b| {
+                b.iter(|| {
+                    let mut s = [0usize; 32];
+                    for x in s.iter_mut() {
+                        *x = rng.random_range(0..windows);
+                    }
+                    *starts.lock().unwrap() = s;
+                    go.wait();
+                    copy_rows(h0, &s[..16]);
+                    done.wait();
+                    black_box(&h0);
+                })
+            });
+            stop.store(true, std::sync::atomic::Ordering::Release);
+            go.wait();
+        });
+        let mut rng = Pcg64::seed_from_u64(5);
+        g.bench_function("gather_32x5_frames_1_thread", |b| {
+            b.iter(|| {
+                for r in 0..32 {
+                    let f = rng.random_range(0..windows);
+                    dst[r * 5 * FRAME..(r + 1) * 5 * FRAME].copy_from_slice(&src[f * FRAME..(f + 5) * FRAME]);
+                }
+                black_box(&dst);
+            })
+        });
+    }
     g.finish();
 }
 
