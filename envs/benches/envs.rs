@@ -18,14 +18,13 @@
 //! scheduler ticks, so samples are made long: 10 samples per bench) and are reported under `cpu/...` ids: the
 //! throughput the code would have on a core of its own.
 use std::hint::black_box;
-use std::time::Duration;
 
 use bellman_envs::classic_control::CartPole;
 use bellman_envs::toy_text::{FrozenLake, FrozenLakeConfig};
 use bellman_envs::vector::{AutoresetMode, SyncVectorEnv, make_vec};
 use bellman_envs::wrappers::TimeLimit;
 use bellman_envs::{ActionValue, DynEnv, Env, Options, registry};
-use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::measurement::Measurement;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -137,49 +136,17 @@ fn frozenlake<M: Measurement>(c: &mut Criterion<M>, prefix: &str) {
     g.finish();
 }
 
-/// On-CPU time of the calling thread: the first field (nanoseconds) of `/proc/thread-self/schedstat`.
-fn thread_cpu_time() -> Option<Duration> {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    Some(Duration::from_nanos(s.split_whitespace().next()?.parse().ok()?))
-}
+/// Every bench of this file, under the measurement `bellman_benchkit::main` picks (`BELLMAN_BENCH_CPU_TIME=1`:
+/// on-CPU time, ids prefixed `cpu/`).
+struct All;
 
-/// A criterion [`Measurement`] of the benchmark thread's on-CPU time (Linux).
-struct OnCpuTime;
-
-impl Measurement for OnCpuTime {
-    type Intermediate = Duration;
-    type Value = Duration;
-    fn start(&self) -> Duration {
-        thread_cpu_time().unwrap_or_default()
-    }
-    fn end(&self, start: Duration) -> Duration {
-        thread_cpu_time().unwrap_or_default().saturating_sub(start)
-    }
-    fn add(&self, a: &Duration, b: &Duration) -> Duration {
-        *a + *b
-    }
-    fn zero(&self) -> Duration {
-        Duration::ZERO
-    }
-    fn to_f64(&self, v: &Duration) -> f64 {
-        v.as_nanos() as f64
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        static WALL: WallTime = WallTime;
-        WALL.formatter()
+impl bellman_benchkit::Benches for All {
+    fn run<M: Measurement>(&self, c: &mut Criterion<M>, prefix: &str) {
+        cartpole(c, prefix);
+        frozenlake(c, prefix);
     }
 }
 
 fn main() {
-    if std::env::var_os("BELLMAN_BENCH_CPU_TIME").is_some_and(|v| v != "0") && thread_cpu_time().is_some() {
-        let mut c = Criterion::default().with_measurement(OnCpuTime).sample_size(10).configure_from_args();
-        cartpole(&mut c, "cpu/");
-        frozenlake(&mut c, "cpu/");
-        c.final_summary();
-    } else {
-        let mut c = Criterion::default().configure_from_args();
-        cartpole(&mut c, "");
-        frozenlake(&mut c, "");
-        c.final_summary();
-    }
+    bellman_benchkit::main(All);
 }

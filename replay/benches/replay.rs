@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bellman_replay::{Batch, FlatStorage, PrioritizedReplayBuffer, ReplayBuffer, Transition, WindowBatch};
 use criterion::Criterion;
-use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::measurement::Measurement;
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
 
@@ -277,56 +277,19 @@ fn bench_uniform_atari<M: Measurement>(c: &mut Criterion<M>, prefix: &str) {
     g.finish();
 }
 
-/// On-CPU time of the calling thread: the first field (nanoseconds) of `/proc/thread-self/schedstat` (as in
-/// `envs/benches/envs.rs`).
-fn thread_cpu_time() -> Option<Duration> {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    Some(Duration::from_nanos(s.split_whitespace().next()?.parse().ok()?))
-}
+/// Every bench of this file, under the measurement `bellman_benchkit::main` picks (`BELLMAN_BENCH_CPU_TIME=1`:
+/// on-CPU time, ids prefixed `cpu/`).
+struct All;
 
-/// A criterion [`Measurement`] of the benchmark thread's on-CPU time (Linux): on a shared machine, the time the
-/// work takes on a core of its own.
-struct OnCpuTime;
-
-impl Measurement for OnCpuTime {
-    type Intermediate = Duration;
-    type Value = Duration;
-    fn start(&self) -> Duration {
-        thread_cpu_time().unwrap_or_default()
+impl bellman_benchkit::Benches for All {
+    fn run<M: Measurement>(&self, c: &mut Criterion<M>, prefix: &str) {
+        bench_push(c, prefix);
+        bench_uniform_cartpole(c, prefix);
+        bench_prioritized(c, prefix);
+        bench_uniform_atari(c, prefix);
     }
-    fn end(&self, start: Duration) -> Duration {
-        thread_cpu_time().unwrap_or_default().saturating_sub(start)
-    }
-    fn add(&self, a: &Duration, b: &Duration) -> Duration {
-        *a + *b
-    }
-    fn zero(&self) -> Duration {
-        Duration::ZERO
-    }
-    fn to_f64(&self, v: &Duration) -> f64 {
-        v.as_nanos() as f64
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        static WALL: WallTime = WallTime;
-        WALL.formatter()
-    }
-}
-
-fn run<M: Measurement>(c: &mut Criterion<M>, prefix: &str) {
-    bench_push(c, prefix);
-    bench_uniform_cartpole(c, prefix);
-    bench_prioritized(c, prefix);
-    bench_uniform_atari(c, prefix);
 }
 
 fn main() {
-    if std::env::var_os("BELLMAN_BENCH_CPU_TIME").is_some_and(|v| v != "0") && thread_cpu_time().is_some() {
-        let mut c = Criterion::default().with_measurement(OnCpuTime).sample_size(10).configure_from_args();
-        run(&mut c, "cpu/");
-        c.final_summary();
-    } else {
-        let mut c = Criterion::default().configure_from_args();
-        run(&mut c, "");
-        c.final_summary();
-    }
+    bellman_benchkit::main(All);
 }
