@@ -388,6 +388,27 @@ fn a_slow_learner_with_a_large_channel_gets_no_stale_data() {
     assert_eq!(c.received, c.inserted + c.discarded);
 }
 
+/// Actors waiting for room in the band (the learner stopped sampling) see a shutdown at once: it returns well
+/// within the shutdown timeout and every transition is accounted for.
+#[test]
+fn shutdown_wakes_actors_waiting_for_room() {
+    let actors: Vec<_> = (0..3).map(FakeActor::new).collect();
+    let cfg = PoolConfig { channel_capacity: 64, ..config(4, 4.0, 8, 24.0) };
+    let mut pool = ActorPool::spawn(actors, 0, &cfg, 8).unwrap();
+    let mut learner = FakeLearner::new(10_000, 8);
+    let mut rep = CountingStop { left: 20, episodes: 0 };
+    pool.run(&mut learner, u64::MAX, &mut rep).unwrap();
+    // No more samples: the band fills and every actor ends up waiting for room.
+    std::thread::sleep(Duration::from_millis(50));
+    let c = pool.snapshot();
+    assert!(c.wait_secs > 0.0, "no actor waited: {c:?}");
+    let t = Instant::now();
+    let c = pool.shutdown().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(1), "shutdown took {:?}", t.elapsed());
+    assert_eq!(c.sent, c.received);
+    assert_eq!(c.received, c.inserted + c.discarded);
+}
+
 /// A reporter that asks to stop after a number of progress calls... here, after `left` metrics-free checks.
 struct CountingStop {
     left: u64,
