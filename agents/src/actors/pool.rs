@@ -218,7 +218,8 @@ pub struct ActorPool<W, P> {
     cell: Arc<WeightsCell<W>>,
     data_rx: Receiver<ActorBatch<P>>,
     ctrl_rx: Receiver<Ctrl>,
-    recycle_tx: Sender<ActorBatch<P>>,
+    /// Per actor: where its emptied batches go back (bounded, so returning one never allocates).
+    recycle_tx: Vec<Sender<ActorBatch<P>>>,
     stop: Arc<AtomicBool>,
     handles: Vec<Option<JoinHandle<()>>>,
     counters: Vec<Arc<Counters>>,
@@ -273,7 +274,11 @@ impl<W: Send + Sync + 'static, P: Payload> ActorPool<W, P> {
         let cell = Arc::new(WeightsCell::new(initial));
         let (data_tx, data_rx) = bounded(cfg.channel_capacity);
         let (ctrl_tx, ctrl_rx) = unbounded();
-        let (recycle_tx, recycle_rx) = unbounded();
+        // Each actor gets its own emptied batches back on a bounded channel: a batch is in the data channel, held
+        // by the learner, being filled or waiting here, so capacity + 2 never turns one away.
+        let (recycle_tx, recycle_rx): (Vec<_>, Vec<_>) =
+            (0..n_actors).map(|_| bounded(cfg.channel_capacity + 2)).unzip();
+        let mut recycle_rx = recycle_rx.into_iter();
         let stop = Arc::new(AtomicBool::new(false));
         let counters: Vec<Arc<Counters>> = (0..n_actors).map(|_| Arc::new(Counters::default())).collect();
         let mut handles = Vec::with_capacity(n_actors);
@@ -284,7 +289,7 @@ impl<W: Send + Sync + 'static, P: Payload> ActorPool<W, P> {
                 send_batch: cfg.send_batch,
                 cell: Arc::clone(&cell),
                 data: data_tx.clone(),
-                recycle: recycle_rx.clone(),
+                recycle: recycle_rx.next().expect("one recycle channel per actor"),
                 stop: Arc::clone(&stop),
                 counters: Arc::clone(&counters[id]),
                 admission: Arc::clone(&admission),
@@ -496,7 +501,9 @@ impl<W: Send + Sync + 'static, P: Payload> ActorPool<W, P> {
             self.pending = Some((b, i));
         } else {
             // Hand the emptied batch back to the actors (ignored when they are all gone).
-            let _ = self.recycle_tx.send(b);
+            if let Some(tx) = self.recycle_tx.get(b.actor) {
+                let _ = tx.try_send(b);
+            }
         }
         Ok(i > start)
     }
