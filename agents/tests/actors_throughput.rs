@@ -36,6 +36,8 @@ struct Figures {
     /// Blocked share of actor wall time.
     blocked: f64,
     updates: u64,
+    /// The learner thread's CPU time per received transition, in nanoseconds (inserting, polling, updating).
+    learner_ns: f64,
 }
 
 fn run(n: usize, steps: u64, idle: bool) -> Figures {
@@ -48,7 +50,9 @@ fn run(n: usize, steps: u64, idle: bool) -> Figures {
     let apex = if idle { ApexConfig { samples_per_insert: Some(1e-6), error_buffer: Some(64.0), ..d } } else { d };
     let mut t = ApexDqnTrainer::new(&cfg, &apex, n, &EnvSetup::new("CartPole-v1"), 0, "cpu").unwrap();
     let start = Instant::now();
+    let cpu0 = bellman_agents::actors::counters::thread_cpu_ns().unwrap_or(0);
     t.train(steps, &mut NullReporter).unwrap();
+    let learner_cpu = bellman_agents::actors::counters::thread_cpu_ns().unwrap_or(0).saturating_sub(cpu0);
     let secs = start.elapsed().as_secs_f64();
     let c = t.shutdown().unwrap();
     assert_eq!(c.sent, c.received);
@@ -60,6 +64,7 @@ fn run(n: usize, steps: u64, idle: bool) -> Figures {
         blocked_cpu: if c.actor_cpu_secs > 0.0 { c.wait_cpu_secs / c.actor_cpu_secs } else { 0.0 },
         blocked: c.wait_fraction(),
         updates: c.updates,
+        learner_ns: learner_cpu as f64 / c.received.max(1) as f64,
     }
 }
 
@@ -94,7 +99,7 @@ fn collection_throughput() {
         println!(
             "idle learner   actors {n}: {:>10.0} env steps/s  scaling {:.2}x ({:.0}% of linear)  channel {:.2}% of actor \
              busy CPU time ({:.2}% of busy wall time)  busy actor CPU {:.2} us/step  blocked {:.0}% (CPU burnt \
-             blocked: {:.0}% of actor CPU)  updates {}",
+             blocked: {:.0}% of actor CPU)  updates {}  learner CPU {:.0} ns per transition",
             f.sps,
             f.sps / b,
             100.0 * f.sps / b / n as f64,
@@ -103,7 +108,8 @@ fn collection_throughput() {
             f.cpu_us_per_step,
             100.0 * f.blocked,
             100.0 * f.blocked_cpu,
-            f.updates
+            f.updates,
+            f.learner_ns
         );
     }
     for &n in &actors {
