@@ -81,6 +81,8 @@ pub(crate) fn td_update_tensors(
     device: &Device,
     (step, update): (u64, u64),
 ) -> Result<UpdateOut> {
+    // Denormal moments of dead units would slow the optimiser step many times over (see `denormals`).
+    let _ftz = super::denormals::FlushDenormals::new();
     let b = rows.rewards.len();
     scratch.actions.resize(b, 0);
     loss::action_indices(rows.actions, &mut scratch.actions);

@@ -34,6 +34,7 @@
 //! println!("{}", agent.evaluate(20, 1000).unwrap().mean());
 //! ```
 pub mod config;
+mod denormals;
 pub mod device;
 pub(crate) mod learn;
 pub mod loss;
