@@ -8,7 +8,9 @@ use bellman_agents::trainer::{EnvSetup, Trainer, VecReporter};
 
 #[path = "common/atari.rs"]
 mod atari;
-use atari::{pong, roms_available};
+use atari::{breakout_episodic, pong, roms_available};
+use bellman_envs::atari::AtariEnv;
+use bellman_replay::{Batch, FrameReplay};
 
 fn tiny() -> DqnConfig {
     DqnConfig {
@@ -193,4 +195,78 @@ fn pixel_dqn_resume_continues_the_learner_exactly() {
         assert!(e.to_string().contains("belongs to another checkpoint"), "{name}: {e}");
         std::fs::remove_file(&path).unwrap();
     }
+}
+
+/// Breakout with SB3's `AtariWrapper` lives (`episodic_life`): the learner's episodes end at every lost life
+/// (terminated transitions in the replay buffer), while the reporter (episodes.csv) gets whole games with their
+/// raw score. A random-policy run (learning_starts beyond it) is replayed on an independent env from the actions
+/// stored in the saved buffer: every transition matches (clipped reward, terminated), the reported episodes are
+/// exactly the env's `info.episode` of each game over (len = the game's agent steps, step = where it ended), and
+/// each game holds 5 terminated transitions (4 lives lost, then the game over): fewer games than life losses.
+/// Evaluation scores whole games too.
+#[test]
+fn pixel_dqn_reports_whole_games_with_episodic_life() {
+    if !roms_available("pixel_dqn_reports_whole_games_with_episodic_life") {
+        return;
+    }
+    let n = 1200;
+    let cfg = DqnConfig { learning_starts: 100_000, buffer_size: 2000, n_envs: 1, total_steps: Some(n), ..tiny() };
+    let mut agent = PixelDqnTrainer::new(&cfg, &breakout_episodic(), 7, "cpu").unwrap();
+    let mut rep = VecReporter::default();
+    agent.train(n, &mut rep).unwrap();
+    assert_eq!(agent.updates_done(), 0, "a random-policy run");
+    let path = tmp_path("breakout-episodic.replay");
+    assert!(agent.save_replay(&path).unwrap());
+    let replay = FrameReplay::<i64>::load(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(replay.len() as u64, n);
+
+    let mut env = AtariEnv::new(agent.atari_config().clone()).unwrap();
+    let mut obs = vec![0u8; env.obs_len()];
+    env.reset_into(Some(7), &mut obs).unwrap();
+    let (mut games, mut terminated, mut clipped) = (Vec::new(), 0, 0.0);
+    let mut batch = Batch::new();
+    for start in (0..n as usize).step_by(100) {
+        replay.gather(&(start..start + 100).collect::<Vec<_>>(), &mut batch).unwrap();
+        for r in 0..100 {
+            let out = env.step_into(batch.actions[r] as usize, &mut obs).unwrap();
+            let t = start + r;
+            assert_eq!(
+                (out.reward as f32, out.terminated, out.truncated),
+                (batch.rewards[r], batch.terminated[r], batch.truncated[r]),
+                "transition {t}"
+            );
+            terminated += out.terminated as usize;
+            clipped += out.reward;
+            let mut game = out.info.episode;
+            if out.terminated || out.truncated {
+                game = game.or(env.reset_into(None, &mut obs).unwrap().episode);
+            }
+            if let Some(g) = game {
+                assert!(g.ret >= clipped, "game {}: raw score {} below the clipped sum {clipped}", games.len(), g.ret);
+                games.push((t as u64 + 1, g.ret, g.len));
+                clipped = 0.0;
+            }
+        }
+    }
+    let reported: Vec<(u64, f64, u64)> = rep.episodes.iter().map(|e| (e.step, e.ret, e.len)).collect();
+    assert_eq!(reported, games);
+    assert!(games.len() >= 2, "{games:?}");
+    let mut prev = 0;
+    for &(step, _, len) in &games {
+        assert_eq!(len, step - prev, "one env: a game's length is the steps since the previous game");
+        prev = step;
+    }
+    assert!(
+        terminated >= 5 * games.len() && terminated < 5 * games.len() + 5,
+        "{terminated} terminations, {} games",
+        games.len()
+    );
+
+    let ev = agent.evaluate(2, 11).unwrap();
+    assert_eq!(ev, agent.evaluate(2, 11).unwrap());
+    // A whole game is 5 lives: even a ball missed at once takes about 22 agent steps per life (seed 7's random
+    // run has 111-step games of 5 such lives), so a game takes over 100 steps where one life would take ~22.
+    assert!(ev.lengths.iter().all(|&l| l > 100), "{ev:?}");
+    assert!(ev.returns.iter().all(|&r| r >= 0.0 && r.fract() == 0.0), "{ev:?}");
 }

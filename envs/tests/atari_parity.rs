@@ -37,6 +37,7 @@ fn replay(path: &std::path::Path) -> usize {
         frame_skip: wk["frame_skip"].as_u64().unwrap() as u32,
         screen_size: wk["screen_size"].as_u64().unwrap() as usize,
         terminal_on_life_loss: wk["terminal_on_life_loss"].as_bool().unwrap(),
+        episodic_life: false,
         fire_reset: false,
         clip_rewards: false,
         frame_stack: 1,

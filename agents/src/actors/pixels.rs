@@ -14,6 +14,9 @@
 //! * The learner (networks on its device, optimiser, replay, update) is the flat path's
 //!   (`actors::learner`, which calls `crate::dqn::learn::td_update`); it publishes the online parameters as host
 //!   tensors ([`CnnWeights`]).
+//! * Episodes: the learner gets the env's (with `episodic_life`, SB3's `EpisodicLifeEnv`, a lost life is
+//!   `terminated` and the actor's next reset continues the game) with clipped rewards if `clip_rewards`; the
+//!   episodes reported to `episodes.csv` are whole games with their raw score, from the env's `info.episode`.
 //! * With actors, `n_envs` does not set a number of envs (each actor steps one); it still sets the default replay
 //!   ratio, `batch_size * gradient_steps / (train_freq * n_envs)` samples per inserted transition, the ratio of
 //!   the single-process run with that config, and the target-update period in updates.
@@ -29,6 +32,7 @@
 //! ```
 use std::path::Path;
 
+use bellman_envs::Info;
 use bellman_envs::atari::{AtariConfig, AtariEnv, config_from_options};
 use bellman_replay::{FrameStackStorage, NStep, Transition};
 use candle_core::{D, Device, Tensor};
@@ -324,8 +328,6 @@ pub struct PixelActor {
     q_next: Vec<f32>,
     started: bool,
     steps: u64,
-    ep_ret: f64,
-    ep_len: u64,
     send_batch: usize,
 }
 
@@ -375,15 +377,15 @@ impl PixelActor {
         Ok(())
     }
 
-    /// Starts an episode: new observation, its frame ids and Q-values.
-    fn begin_episode(&mut self, seed: Option<u64>) -> Result<()> {
-        self.env.reset_into(seed, &mut self.obs)?;
+    /// Starts an episode (of a new game, or with `episodic_life` of the same game after a lost life): new
+    /// observation, its frame ids and Q-values. Returns the reset's info, whose `episode` is set when a game
+    /// ended inside the reset's own steps (see `AtariEnv`).
+    fn begin_episode(&mut self, seed: Option<u64>) -> Result<Info> {
+        let info = self.env.reset_into(seed, &mut self.obs)?;
         self.ring.assign(&self.obs, None, &mut self.ids);
         Self::q_into(&self.net, &self.obs, &mut self.q_obs)?;
         self.qcache.put(&self.ids, &self.q_obs);
-        self.ep_ret = 0.0;
-        self.ep_len = 0;
-        Ok(())
+        Ok(info)
     }
 }
 
@@ -403,6 +405,7 @@ impl Actor for PixelActor {
     fn step(&mut self, b: &mut ActorBatch<FrameTransitions>) -> Result<()> {
         if !self.started {
             self.ensure_pool()?;
+            // A seeded reset restarts the game: no game can have ended inside it.
             self.begin_episode(Some(self.seed))?;
             self.started = true;
         }
@@ -417,8 +420,6 @@ impl Actor for PixelActor {
         let out = self.env.step_into(a, &mut self.next_obs)?;
         self.steps += 1;
         b.env_steps += 1;
-        self.ep_ret += out.reward;
-        self.ep_len += 1;
         self.ring.assign(&self.next_obs, Some(&self.ids), &mut self.next_ids);
         Self::q_into(&self.net, &self.next_obs, &mut self.q_next)?;
         self.qcache.put(&self.next_ids, &self.q_next);
@@ -455,9 +456,15 @@ impl Actor for PixelActor {
         if let Some(cause) = failure {
             return Err(super::actor_error(self.id, cause));
         }
+        // Episodes for episodes.csv are whole games with their raw score (info.episode, what SB3's Monitor logs),
+        // not the clipped per-life episodes the learner sees.
+        if let Some(game) = out.info.episode {
+            b.episodes.push(ActorEpisode { ret: game.ret, len: game.len });
+        }
         if out.terminated || out.truncated {
-            b.episodes.push(ActorEpisode { ret: self.ep_ret, len: self.ep_len });
-            self.begin_episode(None)?;
+            if let Some(game) = self.begin_episode(None)?.episode {
+                b.episodes.push(ActorEpisode { ret: game.ret, len: game.len });
+            }
         } else {
             std::mem::swap(&mut self.obs, &mut self.next_obs);
             std::mem::swap(&mut self.ids, &mut self.next_ids);
@@ -643,8 +650,6 @@ impl ApexPixelTrainer {
                 q_next: vec![0.0; n_actions],
                 started: false,
                 steps: 0,
-                ep_ret: 0.0,
-                ep_len: 0,
                 send_batch: apex.send_batch,
             });
         }
@@ -924,6 +929,47 @@ mod tests {
                 obs.copy_from_slice(&next);
             }
         }
+    }
+
+    /// With `episodic_life` (Breakout, 5 lives) the actor sends a terminated transition at every lost life and
+    /// continues the game, while its reported episodes are whole games with the raw score: replayed on an
+    /// independent env with the message's actions (reset(None) after each end), every transition and rebuilt
+    /// stack matches, the reported episodes are exactly the env's `info.episode`s, and there are 5 terminations
+    /// per finished game.
+    #[test]
+    fn episodic_life_reports_whole_games_and_terminates_every_life() {
+        let test = "episodic_life_reports_whole_games_and_terminates_every_life";
+        if pong(test).is_none() {
+            return;
+        }
+        let options =
+            ["preprocess=true", "frame_stack=4", "fire_reset=true", "clip_rewards=true", "episodic_life=true"];
+        let env = EnvSetup { id: "ALE/Breakout-v5".into(), options: options.map(String::from).to_vec() };
+        let (t, _actor, b) = run_actor(&small(1), &env, 600);
+        let p = &b.payload;
+        let ol = t.obs_len;
+        let mut replay = AtariEnv::new(t.atari.clone()).unwrap();
+        let (mut obs, mut next, mut ro, mut rn) = (vec![0u8; ol], vec![0u8; ol], vec![0u8; ol], vec![0u8; ol]);
+        replay.reset_into(Some(5), &mut obs).unwrap();
+        let (mut games, mut terminated) = (Vec::new(), 0);
+        for i in 0..b.len() {
+            p.write_stacks(i, &mut ro, &mut rn).unwrap();
+            assert!(ro == obs, "transition {i}: observation differs");
+            let out = replay.step_into(p.actions[i] as usize, &mut next).unwrap();
+            assert!(rn == next, "transition {i}: next observation differs");
+            assert_eq!((p.rewards[i], p.terminated[i]), (out.reward as f32, out.terminated), "transition {i}");
+            terminated += out.terminated as usize;
+            games.extend(out.info.episode.map(|g| (g.ret, g.len)));
+            if out.terminated || out.truncated {
+                games.extend(replay.reset_into(None, &mut obs).unwrap().episode.map(|g| (g.ret, g.len)));
+            } else {
+                obs.copy_from_slice(&next);
+            }
+        }
+        let sent: Vec<(f64, u64)> = b.episodes.iter().map(|e| (e.ret, e.len)).collect();
+        assert_eq!(sent, games);
+        assert!(!games.is_empty(), "no game over in 600 steps");
+        assert!(terminated >= 5 * games.len() && terminated < 5 * games.len() + 5, "{terminated}, {games:?}");
     }
 
     /// Ape-X initial priorities of 3-step transitions: `|R + gamma^m max Q(s_m) - Q(s, a)|` under the actor's

@@ -10,9 +10,12 @@
 //! * [`AtariVecEnv`] autoresets in Gymnasium's `NextStep` mode: the step after an episode's end only resets that
 //!   env. That reset step stores no transition and is not counted in `steps_done` (which counts the actions the
 //!   envs actually played, so `total_steps` means agent steps, 4 emulator frames each with `frame_skip = 4`).
-//! * Episodes are the env's episodes: with `terminal_on_life_loss = true` (Gymnasium's `AtariPreprocessing`
-//!   semantics) a lost life ends the episode *and the next reset restarts the game*; returns are those after
-//!   reward clipping when `clip_rewards = true` (for Pong both are the game score).
+//! * The learner sees the env's episodes and rewards: with `episodic_life = true` (SB3's `EpisodicLifeEnv`, the
+//!   `AtariWrapper` default) a lost life is `terminated` (bootstrapping stops there) and the autoreset continues
+//!   the same game; rewards are clipped with `clip_rewards = true`. The reporter (`episodes.csv`) gets whole
+//!   *games* with their raw score, from the env's `info.episode` (what SB3's `Monitor` inside `AtariWrapper`
+//!   logs): `len` counts the game's agent steps over all its lives. With Gymnasium's `terminal_on_life_loss`
+//!   a lost life restarts the game, so there a game is one life.
 //! * The trainer is built by the runner for every `ALE/<Game>-v5` id (see [`is_pixel_env`]); the env options
 //!   must include `preprocess=true` (84x84 grayscale, frame skip) and `frame_stack` (4 for the Nature DQN).
 //!
@@ -27,8 +30,8 @@
 use std::path::Path;
 use std::time::Instant;
 
-use bellman_envs::Space;
 use bellman_envs::atari::{AtariConfig, AtariEnv, AtariVecEnv, config_from_options};
+use bellman_envs::{EpisodeStats, Space};
 use bellman_replay::{
     FrameReplay, FrameStackStorage, NStep, PrioritizedReplayBuffer, ReplayBuffer, Transition, TransitionSink,
     WindowBatch,
@@ -127,8 +130,6 @@ pub struct PixelDqnTrainer {
     /// Greedy actions of every env (scratch of the batched forward pass).
     greedy_buf: Vec<usize>,
     actions: Vec<usize>,
-    ep_ret: Vec<f64>,
-    ep_len: Vec<u64>,
     steps: u64,
     calls: u64,
     rollout: u64,
@@ -239,8 +240,6 @@ impl PixelDqnTrainer {
             greedy_mask: vec![false; n],
             greedy_buf: vec![0; n],
             actions: vec![0; n],
-            ep_ret: vec![0.0; n],
-            ep_len: vec![0; n],
             steps: 0,
             calls: 0,
             rollout: 0,
@@ -352,9 +351,12 @@ impl PixelDqnTrainer {
         let s = self.envs.step(&self.actions)?;
         for i in 0..self.cfg.n_envs {
             if self.resetting[i] {
-                // NextStep autoreset: this step only reset env i; its observation starts a new episode.
-                self.ep_ret[i] = 0.0;
-                self.ep_len[i] = 0;
+                // NextStep autoreset: this step only reset env i; its observation starts a new episode (of a new
+                // game, or with episodic_life of the same game after a lost life). A game that ended inside the
+                // reset's own steps (AtariEnv's docs) is reported by that reset's info.
+                if let Some(ep) = s.infos[i].episode {
+                    report_game(reporter, &mut self.episodes, self.steps, &ep, elapsed, i);
+                }
                 continue;
             }
             let t = Transition {
@@ -372,18 +374,9 @@ impl PixelDqnTrainer {
             }
             .map_err(replay_err)?;
             self.steps += 1;
-            self.ep_ret[i] += s.rewards[i];
-            self.ep_len[i] += 1;
-            if s.terminated[i] || s.truncated[i] {
-                reporter.episode(&EpisodeRecord {
-                    step: self.steps,
-                    episode: self.episodes,
-                    ret: self.ep_ret[i],
-                    len: self.ep_len[i],
-                    wall_time: elapsed,
-                    actor: i,
-                });
-                self.episodes += 1;
+            // Whole games with their raw score (info.episode), not the clipped per-life episodes the learner sees.
+            if let Some(ep) = s.infos[i].episode {
+                report_game(reporter, &mut self.episodes, self.steps, &ep, elapsed, i);
             }
         }
         self.last_obs.copy_from_slice(s.obs);
@@ -578,8 +571,6 @@ impl PixelDqnTrainer {
     fn restart_envs(&mut self, seed: u64) -> Result<()> {
         let obs = self.envs.reset(Some(seed))?;
         self.last_obs.copy_from_slice(obs);
-        self.ep_ret.fill(0.0);
-        self.ep_len.fill(0);
         self.resetting.fill(false);
         if self.nstep.is_some() {
             let c = &self.cfg;
@@ -640,8 +631,20 @@ impl PixelDqnTrainer {
     }
 }
 
+/// Reports one finished game (`info.episode` of an [`AtariEnv`]) of env `env` as episode number `*count`.
+fn report_game(reporter: &mut dyn Reporter, count: &mut u64, step: u64, ep: &EpisodeStats, wall_time: f64, env: usize) {
+    reporter.episode(&EpisodeRecord { step, episode: *count, ret: ep.ret, len: ep.len, wall_time, actor: env });
+    *count += 1;
+}
+
 /// Runs `episodes` evaluation episodes of an Atari env (seeded `seed, seed + 1, ...`), choosing each action with
 /// `act` from the current `u8` frame stack: the evaluation loop of the pixel trainers (single-process and Ape-X).
+///
+/// Each evaluation episode is a whole *game* scored with its raw score, as SB3's `evaluate_policy` counts
+/// episodes on a `Monitor`-wrapped `AtariWrapper` env: on the training env's configuration (so with
+/// `episodic_life` a lost life ends an env episode, and the env's unseeded reset continues the game with the
+/// same FIRE reset as in training), play on until the env reports the game's end in `info.episode`, and record
+/// that game's raw score and agent steps, whatever `clip_rewards` is.
 pub(crate) fn evaluate_atari(
     env: &mut AtariEnv,
     episodes: usize,
@@ -652,18 +655,22 @@ pub(crate) fn evaluate_atari(
     let mut res = EvalResult { returns: Vec::with_capacity(episodes), lengths: Vec::with_capacity(episodes) };
     for ep in 0..episodes {
         env.reset_into(Some(seed + ep as u64), &mut obs)?;
-        let (mut ret, mut len) = (0.0, 0u64);
-        loop {
+        let game = loop {
             let a = act(&obs)?;
             let out = env.step_into(a, &mut obs)?;
-            ret += out.reward;
-            len += 1;
-            if out.terminated || out.truncated {
-                break;
+            if let Some(game) = out.info.episode {
+                break game;
             }
-        }
-        res.returns.push(ret);
-        res.lengths.push(len);
+            if out.terminated || out.truncated {
+                // An env episode (a lost life), not the game: the unseeded reset continues the game (or, if the
+                // game ended inside that reset, reports it).
+                if let Some(game) = env.reset_into(None, &mut obs)?.episode {
+                    break game;
+                }
+            }
+        };
+        res.returns.push(game.ret);
+        res.lengths.push(game.len);
     }
     Ok(res)
 }
@@ -803,6 +810,63 @@ mod tests {
     use crate::dqn::learn::td_update;
     use crate::dqn::network::NetSpec;
     use crate::dqn::network::{Activation, Init};
+
+    /// Breakout as SB3's `AtariWrapper` (episodic life, FIRE reset, 4 frames, no sticky actions), with clipped
+    /// rewards or not; `None` (with a SKIPPED line, a panic under `BELLMAN_REQUIRE_ROMS=1`) without ROMs.
+    fn breakout(test: &str, clip_rewards: bool) -> Option<AtariConfig> {
+        if let Err(e) = bellman_envs::atari::rom_path("Breakout") {
+            if std::env::var("BELLMAN_REQUIRE_ROMS").is_ok_and(|v| v == "1") {
+                panic!("{test}: Atari ROMs are required (BELLMAN_REQUIRE_ROMS=1) but missing: {e}");
+            }
+            eprintln!("SKIPPED {test}: Atari ROMs not found ({e})");
+            return None;
+        }
+        let p = bellman_envs::atari::Preprocessing { clip_rewards, ..bellman_envs::atari::Preprocessing::nature() };
+        let mut cfg = AtariConfig::preprocessed("Breakout", p);
+        cfg.repeat_action_probability = 0.0;
+        Some(cfg)
+    }
+
+    /// Evaluation scores whole games with the raw score: on the clipped, episodic training config it returns,
+    /// per seed, the sum of the *unclipped* rewards of all 5 lives and the game's agent steps, computed by hand
+    /// on an unclipped env played through its episodic resets with the same actions.
+    #[test]
+    fn evaluation_scores_whole_games_with_the_raw_score() {
+        let Some(clipped) = breakout("evaluation_scores_whole_games_with_the_raw_score", true) else { return };
+        let unclipped = breakout("evaluation_scores_whole_games_with_the_raw_score", false).unwrap();
+        // A fixed action cycle that moves the paddle (Breakout: NOOP, FIRE, RIGHT, LEFT).
+        let policy = |t: usize| [1, 2, 2, 0, 3, 3, 3, 0, 2][t % 9];
+        let mut env = AtariEnv::new(clipped).unwrap();
+        let mut t = 0;
+        let res = evaluate_atari(&mut env, 2, 40, |_| {
+            t += 1;
+            Ok(policy(t - 1))
+        })
+        .unwrap();
+        let mut by_hand = AtariEnv::new(unclipped).unwrap();
+        let mut obs = vec![0u8; by_hand.obs_len()];
+        let mut t = 0;
+        for (ep, (&ret, &len)) in res.returns.iter().zip(&res.lengths).enumerate() {
+            by_hand.reset_into(Some(40 + ep as u64), &mut obs).unwrap();
+            let (mut score, mut steps, mut lives_lost) = (0.0, 0u64, 0);
+            loop {
+                let s = by_hand.step_into(policy(t), &mut obs).unwrap();
+                t += 1;
+                score += s.reward;
+                steps += 1;
+                if s.info.lives == Some(0) {
+                    break;
+                }
+                if s.terminated {
+                    lives_lost += 1;
+                    by_hand.reset_into(None, &mut obs).unwrap();
+                }
+            }
+            assert_eq!(lives_lost, 4, "game {ep}");
+            assert_eq!((ret, len), (score, steps), "game {ep}");
+        }
+        assert!(res.returns.iter().any(|&r| r > 1.0), "some bricks hit: {res:?}");
+    }
 
     /// Online and target network (the same seed gives the same weights) with a fresh Adam.
     fn learner(spec: &NetSpec) -> (QNetwork, QNetwork, Optim, Vec<candle_core::Var>) {

@@ -31,3 +31,15 @@ pub fn pong() -> EnvSetup {
         .to_vec(),
     }
 }
+
+/// Breakout as SB3's `AtariWrapper` (the Nature setting): episodic life (a lost life ends the learner's episode,
+/// the game goes on), FIRE reset, clipped rewards, 4 stacked frames; 5 lives per game.
+#[allow(dead_code)]
+pub fn breakout_episodic() -> EnvSetup {
+    EnvSetup {
+        id: "ALE/Breakout-v5".into(),
+        options: ["preprocess=true", "frame_stack=4", "fire_reset=true", "clip_rewards=true", "episodic_life=true"]
+            .map(String::from)
+            .to_vec(),
+    }
+}

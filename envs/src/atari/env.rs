@@ -1,11 +1,13 @@
 //! [`AtariEnv`]: an ALE game with Gymnasium's `ALE/<Game>-v5` options and, optionally, the DQN preprocessing of
 //! Gymnasium's `AtariPreprocessing` plus frame stacking, writing observations into caller buffers.
+use std::time::Instant;
+
 use bellman_ale::{Ale, roms};
 use rand::Rng;
 
 use super::resize::AreaResizer;
 use super::seed::seed_sequence;
-use crate::env::{Env, Info, Observation, Step, StepOutcome, check_discrete};
+use crate::env::{Env, EpisodeStats, Info, Observation, Step, StepOutcome, check_discrete};
 use crate::error::{EnvError, Result};
 use crate::rng::{self, EnvRng};
 use crate::space::{BoxSpace, Dtype, Space};
@@ -20,8 +22,19 @@ pub enum ObsType {
 }
 
 /// The DQN preprocessing, as Gymnasium 1.4's `AtariPreprocessing` (`gymnasium/wrappers/atari_preprocessing.py`)
-/// with grayscale observations, plus the Stable-Baselines3 extras (`FireResetEnv`, `ClipRewardEnv` in
-/// `stable_baselines3/common/atari_wrappers.py`) and Gymnasium's `FrameStackObservation`.
+/// with grayscale observations, plus the Stable-Baselines3 extras (`EpisodicLifeEnv`, `FireResetEnv`,
+/// `ClipRewardEnv` in `stable_baselines3/common/atari_wrappers.py`) and Gymnasium's `FrameStackObservation`.
+///
+/// Lives: `episodic_life` is SB3's `EpisodicLifeEnv` (a lost life ends the episode for the learner, the next
+/// reset continues the same game), `terminal_on_life_loss` Gymnasium's flag (a lost life ends the episode and
+/// the next reset restarts the game). They exclude each other: [`AtariEnv::new`] rejects both together.
+///
+/// ```
+/// use bellman_envs::atari::Preprocessing;
+/// let p = Preprocessing::nature();
+/// assert!(p.episodic_life && !p.terminal_on_life_loss);
+/// assert_eq!((p.frame_skip, p.frame_stack, p.screen_size), (4, 4, 84));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Preprocessing {
     /// Up to this many no-op frames after a reset (uniform in `1..=noop_max`; 0 disables). Default 30.
@@ -30,8 +43,15 @@ pub struct Preprocessing {
     pub frame_skip: u32,
     /// Side of the square observation. Default 84.
     pub screen_size: usize,
-    /// A lost life ends the episode (`terminated`); the next reset restarts the game. Default false.
+    /// A lost life ends the episode (`terminated`); the next reset restarts the game (Gymnasium's
+    /// `AtariPreprocessing(terminal_on_life_loss=True)`). Default false.
     pub terminal_on_life_loss: bool,
+    /// SB3's `EpisodicLifeEnv`: a lost life (lives still > 0) ends the episode (`terminated`), and the next
+    /// unseeded reset continues the same game with one no-op agent step (through the frame skip and max-pool)
+    /// instead of restarting it; the game restarts only after a game over or truncation, on a seeded reset, and
+    /// on a reset in the middle of an episode (where SB3's wrapper would continue: here only a life-loss end
+    /// continues). Default false.
+    pub episodic_life: bool,
     /// After a reset, press FIRE (action 1) then action 2, as SB3's `FireResetEnv`; only for games whose
     /// action set has FIRE at index 1 and at least 3 actions. Default false.
     pub fire_reset: bool,
@@ -50,6 +70,7 @@ impl Default for Preprocessing {
             frame_skip: 4,
             screen_size: 84,
             terminal_on_life_loss: false,
+            episodic_life: false,
             fire_reset: false,
             clip_rewards: false,
             frame_stack: 1,
@@ -58,16 +79,11 @@ impl Default for Preprocessing {
 }
 
 impl Preprocessing {
-    /// The Nature-DQN setting (Mnih et al. 2015, as in SB3's `AtariWrapper`): 30 no-ops, skip 4, 84x84,
-    /// terminal on life loss, fire reset, clipped rewards, 4 stacked frames.
+    /// The Nature-DQN setting as SB3's `AtariWrapper` defaults (`stable_baselines3/common/atari_wrappers.py`;
+    /// Mnih et al. 2015): 30 no-ops, skip 4, 84x84, episodic life (`EpisodicLifeEnv`, not Gymnasium's
+    /// `terminal_on_life_loss`), fire reset, clipped rewards, 4 stacked frames.
     pub fn nature() -> Self {
-        Preprocessing {
-            terminal_on_life_loss: true,
-            fire_reset: true,
-            clip_rewards: true,
-            frame_stack: 4,
-            ..Self::default()
-        }
+        Preprocessing { episodic_life: true, fire_reset: true, clip_rewards: true, frame_stack: 4, ..Self::default() }
     }
 }
 
@@ -117,6 +133,11 @@ impl AtariConfig {
     }
 }
 
+/// Why `episodic_life` and `terminal_on_life_loss` cannot be combined (shared with the registry options).
+pub(crate) const EXCLUSIVE_LIVES: &str = "cannot be combined with terminal_on_life_loss=true: episodic_life \
+    (SB3's EpisodicLifeEnv) continues the game after a lost life, terminal_on_life_loss (Gymnasium's flag) \
+    restarts it; pick one";
+
 const SCREEN_H: usize = 210;
 const SCREEN_W: usize = 160;
 
@@ -133,6 +154,16 @@ const SCREEN_W: usize = 160;
 ///   as int32) and reloads the ROM; the no-op count is drawn from a PCG-64 seeded with `seed` (so it differs from
 ///   Gymnasium's numpy stream). `reset(None)` continues.
 /// * `info.lives` and `info.episode_frame_number` are ALE's.
+/// * Games and episodes: a *game* runs from a restart of the game (a reset that is not an `episodic_life`
+///   continuation) to its end: game over, ALE's truncation, or a life lost under `terminal_on_life_loss`. The
+///   env keeps the game's raw (unclipped) score and length and sets `info.episode = Some(EpisodeStats { ret,
+///   len, time })` on the step that ends the game, what SB3's `Monitor` (inside `AtariWrapper`) logs: `ret` is
+///   the raw score of the whole game, including rewards of the steps a reset plays by itself (no-ops, FIRE,
+///   the `episodic_life` no-op), `len` the agent steps ([`AtariEnv::step_into`] calls) of the game, `time` the
+///   wall-clock seconds since the game started. An `episodic_life` life loss ends an episode but not the game:
+///   no `info.episode` there. When a game ends inside a reset's own steps (the continuation no-op or a FIRE step
+///   loses the last life), that reset restarts the game and its returned info carries the ended game's stats.
+///   A caller that resets mid-game (e.g. after an outer time limit) restarts the game without stats.
 ///
 /// `AtariEnv` is `Send` (one ALE per env; use one env per thread).
 pub struct AtariEnv {
@@ -151,6 +182,14 @@ pub struct AtariEnv {
     lives: i32,
     needs_reset: bool,
     fire_ok: bool,
+    /// The last step lost a life under `episodic_life` (not the game): the next unseeded reset continues.
+    continue_game: bool,
+    /// Raw score, agent steps and start time of the game in progress.
+    game_ret: f64,
+    game_len: u64,
+    game_start: Instant,
+    /// Stats of a game that ended inside the reset in progress (returned in the reset's info).
+    pending_episode: Option<EpisodeStats>,
 }
 
 impl std::fmt::Debug for AtariEnv {
@@ -205,6 +244,9 @@ impl AtariEnv {
             if pp.frame_skip == 0 {
                 return Err(bad("frame_skip", "0".into(), "must be >= 1"));
             }
+            if pp.episodic_life && pp.terminal_on_life_loss {
+                return Err(bad("episodic_life", "true".into(), EXCLUSIVE_LIVES));
+            }
             if pp.frame_stack == 0 || pp.frame_stack > 64 {
                 return Err(bad("frame_stack", pp.frame_stack.to_string(), "must be in 1..=64"));
             }
@@ -253,6 +295,11 @@ impl AtariEnv {
             lives: 0,
             needs_reset: true,
             fire_ok,
+            continue_game: false,
+            game_ret: 0.0,
+            game_len: 0,
+            game_start: Instant::now(),
+            pending_episode: None,
         })
     }
 
@@ -376,24 +423,88 @@ impl AtariEnv {
         Ok(())
     }
 
+    /// Starts the stats of a new game.
+    fn start_game(&mut self) {
+        self.game_ret = 0.0;
+        self.game_len = 0;
+        self.game_start = Instant::now();
+        self.continue_game = false;
+    }
+
+    /// The stats of the game in progress (what SB3's `Monitor` logs at its end).
+    fn game_stats(&self) -> EpisodeStats {
+        EpisodeStats { ret: self.game_ret, len: self.game_len, time: self.game_start.elapsed().as_secs_f64() }
+    }
+
     /// Starts an episode and writes the first observation into `out` ([`AtariEnv::obs_len`] bytes).
+    ///
+    /// With `episodic_life`, an unseeded reset right after a step that lost a life but not the game continues
+    /// that game (SB3's `EpisodicLifeEnv.reset`: one no-op agent step, then the fire reset if on, and a new frame
+    /// stack); every other reset, and every seeded one, restarts the game. The returned `info.episode` is set
+    /// only when a game ended inside this reset's own steps (see [`AtariEnv`]).
     pub fn reset_into(&mut self, seed: Option<u64>, out: &mut [u8]) -> Result<Info> {
         self.check_out(out)?;
+        self.pending_episode = None;
         let Some(pp) = self.cfg.preprocessing else {
             self.inner_reset(seed)?;
+            self.start_game();
             self.needs_reset = false;
             self.write_raw(out)?;
             return Ok(self.info());
         };
+        self.episodic_reset(seed, &pp, out)?;
+        if pp.fire_reset && self.fire_ok {
+            // SB3 FireResetEnv.reset: step(1); if done: reset; step(2); if done: reset. It wraps EpisodicLifeEnv in
+            // AtariWrapper, so it runs after every reset (continuations included) and "done" includes a lost life.
+            for a in [1usize, 2] {
+                if self.hidden_step(a, &pp, out)? {
+                    self.episodic_reset(None, &pp, out)?;
+                }
+            }
+        }
+        let mut info = self.info();
+        info.episode = self.pending_episode.take();
+        Ok(info)
+    }
+
+    /// SB3's `EpisodicLifeEnv.reset` (stable_baselines3/common/atari_wrappers.py) over Gymnasium's
+    /// `AtariPreprocessing.reset`: after a life lost under `episodic_life` (and no seed), continue the game with
+    /// one no-op agent step, restarting it if that step ends the game; otherwise restart the game.
+    fn episodic_reset(&mut self, seed: Option<u64>, pp: &Preprocessing, out: &mut [u8]) -> Result<()> {
+        if seed.is_none() && self.continue_game {
+            self.continue_game = false;
+            // SB3: "no-op step to advance from terminal/lost life state", action 0 through MaxAndSkipEnv.
+            let (r, terminated, truncated) = self.skip_frames(self.action_set[0], pp)?;
+            self.game_ret += r;
+            self.lives = self.ale.lives();
+            if !(terminated || truncated) {
+                // A new episode for the learner: the stack restarts, padded with this frame (Gymnasium's
+                // FrameStackObservation, padding_type="reset").
+                self.push_frame(out, true)?;
+                self.needs_reset = false;
+                return Ok(());
+            }
+            // SB3: "The no-op step can lead to a game over", then it resets; the game's stats leave with this
+            // reset's info.
+            self.pending_episode = Some(self.game_stats());
+        }
+        self.restart_game(seed, pp, out)
+    }
+
+    /// Gymnasium's `AtariPreprocessing.reset`: ale-py's reset (reseeding on `Some(seed)`), then no-ops in
+    /// `1..=noop_max` of action index 0, restarting if the game ends; the first frame fills the stack.
+    fn restart_game(&mut self, seed: Option<u64>, pp: &Preprocessing, out: &mut [u8]) -> Result<()> {
         self.inner_reset(seed)?;
-        // AtariPreprocessing.reset: noops in 1..=noop_max of action index 0, resetting if the game ends.
+        self.start_game();
         if pp.noop_max > 0 {
             let noops = self.rng.random_range(1..=pp.noop_max);
             let noop = self.action_set[0];
             for _ in 0..noops {
-                let (_, term, trunc) = self.inner_step(noop, 1)?;
+                let (r, term, trunc) = self.inner_step(noop, 1)?;
+                self.game_ret += r;
                 if term || trunc {
                     self.inner_reset(None)?;
+                    self.start_game();
                 }
             }
         }
@@ -402,39 +513,44 @@ impl AtariEnv {
         self.b1.fill(0);
         self.push_frame(out, true)?;
         self.needs_reset = false;
-        if pp.fire_reset && self.fire_ok {
-            // SB3 FireResetEnv: step(1); if done: reset; step(2); if done: reset.
-            for a in [1usize, 2] {
-                let s = self.step_into(a, out)?;
-                if s.terminated || s.truncated {
-                    self.inner_reset(None)?;
-                    self.lives = self.ale.lives();
-                    self.ale.screen_grayscale(&mut self.b0).map_err(backend)?;
-                    self.b1.fill(0);
-                    self.push_frame(out, true)?;
-                    self.needs_reset = false;
-                }
-            }
-        }
-        Ok(self.info())
+        Ok(())
     }
 
-    /// Advances one agent step with action index `action` and writes the observation into `out`.
-    /// Allocates nothing.
-    pub fn step_into(&mut self, action: usize, out: &mut [u8]) -> Result<StepOutcome> {
-        if self.needs_reset {
-            return Err(EnvError::NeedsReset("before reset() or after the episode ended"));
+    /// One agent step that a reset plays by itself (FireResetEnv's FIRE steps, which go through
+    /// `EpisodicLifeEnv.step`): its raw reward counts toward the game's score, not its length. True when it ends
+    /// the episode (the caller resets again).
+    fn hidden_step(&mut self, action: usize, pp: &Preprocessing, out: &mut [u8]) -> Result<bool> {
+        let (r, terminated, truncated) = self.skip_frames(self.action_set[action], pp)?;
+        self.push_frame(out, false)?;
+        self.game_ret += r;
+        let life_lost = self.episodic_life_lost(pp, terminated || truncated);
+        if (terminated || truncated) && self.game_len > 0 {
+            // A game the agent played ended here (not one that ended before its first agent step).
+            self.pending_episode = Some(self.game_stats());
         }
-        check_discrete(action, &self.act_space)?;
-        self.check_out(out)?;
-        let a = self.action_set[action];
-        let Some(pp) = self.cfg.preprocessing else {
-            let (reward, terminated, truncated) = self.inner_step(a, self.cfg.frameskip)?;
-            self.write_raw(out)?;
-            self.needs_reset = terminated || truncated;
-            return Ok(StepOutcome { reward, terminated, truncated, info: self.info() });
-        };
-        // AtariPreprocessing.step.
+        Ok(terminated || truncated || life_lost)
+    }
+
+    /// SB3 `EpisodicLifeEnv.step`'s check after an agent step: with `episodic_life`, a life lost while lives
+    /// remain (`0 < lives < self.lives`: Qbert sits at 0 lives for a few frames before its game over) ends the
+    /// episode; unless the game itself ended (`was_real_done`), the next reset continues the game. Updates the
+    /// lives; returns whether a life was lost.
+    fn episodic_life_lost(&mut self, pp: &Preprocessing, game_ended: bool) -> bool {
+        if !pp.episodic_life {
+            return false;
+        }
+        let lives = self.ale.lives();
+        let lost = 0 < lives && lives < self.lives;
+        self.lives = lives;
+        self.continue_game = lost && !game_ended;
+        lost
+    }
+
+    /// Gymnasium's `AtariPreprocessing.step` frame loop: `frame_skip` frames of ALE action `a`, the last two
+    /// grayscale frames into `b1` and `b0` (pooled by `push_frame`). Returns the raw reward sum, `terminated`
+    /// (game over, or a lost life with `terminal_on_life_loss`) and `truncated`.
+    #[inline]
+    fn skip_frames(&mut self, a: u8, pp: &Preprocessing) -> Result<(f64, bool, bool)> {
         let (mut total, mut terminated, mut truncated) = (0.0, false, false);
         for t in 0..pp.frame_skip {
             let (r, term, trunc) = self.inner_step(a, 1)?;
@@ -455,10 +571,44 @@ impl AtariEnv {
                 self.ale.screen_grayscale(&mut self.b0).map_err(backend)?;
             }
         }
+        Ok((total, terminated, truncated))
+    }
+
+    /// Advances one agent step with action index `action` and writes the observation into `out`.
+    /// Allocates nothing. On the step that ends a game, `info.episode` holds the game's raw score, length and
+    /// time (see [`AtariEnv`]); with `episodic_life` a lost life sets `terminated` without ending the game.
+    pub fn step_into(&mut self, action: usize, out: &mut [u8]) -> Result<StepOutcome> {
+        if self.needs_reset {
+            return Err(EnvError::NeedsReset("before reset() or after the episode ended"));
+        }
+        check_discrete(action, &self.act_space)?;
+        self.check_out(out)?;
+        let a = self.action_set[action];
+        let Some(pp) = self.cfg.preprocessing else {
+            let (reward, terminated, truncated) = self.inner_step(a, self.cfg.frameskip)?;
+            self.write_raw(out)?;
+            self.needs_reset = terminated || truncated;
+            self.game_ret += reward;
+            self.game_len += 1;
+            let mut info = self.info();
+            if self.needs_reset {
+                info.episode = Some(self.game_stats());
+            }
+            return Ok(StepOutcome { reward, terminated, truncated, info });
+        };
+        let (total, game_over, truncated) = self.skip_frames(a, &pp)?;
         self.push_frame(out, false)?;
+        let life_lost = self.episodic_life_lost(&pp, game_over || truncated);
+        let terminated = game_over || life_lost;
         self.needs_reset = terminated || truncated;
+        self.game_ret += total;
+        self.game_len += 1;
+        let mut info = self.info();
+        if game_over || truncated {
+            info.episode = Some(self.game_stats());
+        }
         let reward = if pp.clip_rewards { sign(total) } else { total };
-        Ok(StepOutcome { reward, terminated, truncated, info: self.info() })
+        Ok(StepOutcome { reward, terminated, truncated, info })
     }
 }
 

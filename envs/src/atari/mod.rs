@@ -48,7 +48,16 @@ pub const OPTIONS: &[OptionDoc] = &[
     OptionDoc { key: "noop_max", default: "30", help: "max no-ops after reset (preprocess)" },
     OptionDoc { key: "frame_skip", default: "4", help: "frames per agent step (preprocess)" },
     OptionDoc { key: "screen_size", default: "84", help: "observation side (preprocess)" },
-    OptionDoc { key: "terminal_on_life_loss", default: "false", help: "life loss ends the episode (preprocess)" },
+    OptionDoc {
+        key: "terminal_on_life_loss",
+        default: "false",
+        help: "life loss ends the episode, next reset restarts the game (Gymnasium; preprocess)",
+    },
+    OptionDoc {
+        key: "episodic_life",
+        default: "false",
+        help: "life loss ends the episode, next reset continues the game (SB3 EpisodicLifeEnv; preprocess)",
+    },
     OptionDoc { key: "fire_reset", default: "false", help: "press FIRE after reset (preprocess)" },
     OptionDoc { key: "clip_rewards", default: "false", help: "rewards to their sign (preprocess)" },
     OptionDoc { key: "frame_stack", default: "1", help: "stacked frames (preprocess)" },
@@ -77,10 +86,19 @@ pub fn config_from_options(id: &str, game: &str, o: &Options) -> Result<AtariCon
             frame_skip: small("frame_skip", o.get_u64(id, "frame_skip")?, d.frame_skip as u64, 1_000)? as u32,
             screen_size: small("screen_size", o.get_u64(id, "screen_size")?, d.screen_size as u64, 160)? as usize,
             terminal_on_life_loss: o.get_bool(id, "terminal_on_life_loss")?.unwrap_or(false),
+            episodic_life: o.get_bool(id, "episodic_life")?.unwrap_or(false),
             fire_reset: o.get_bool(id, "fire_reset")?.unwrap_or(false),
             clip_rewards: o.get_bool(id, "clip_rewards")?.unwrap_or(false),
             frame_stack: small("frame_stack", o.get_u64(id, "frame_stack")?, 1, 64)? as usize,
         };
+        if p.episodic_life && p.terminal_on_life_loss {
+            return Err(EnvError::BadOption {
+                env: id.into(),
+                key: "episodic_life".into(),
+                value: "true".into(),
+                reason: env::EXCLUSIVE_LIVES.into(),
+            });
+        }
         cfg.preprocessing = Some(p);
         cfg.frameskip = 1;
     }
@@ -292,5 +310,24 @@ mod tests {
         assert!(e.contains("ram") && e.contains("rgb or grayscale"), "{e}");
         let o = Options::parse(["preprocess=true", "frame_stack=100"]).unwrap();
         assert!(config_from_options("ALE/Pong-v5", "Pong", &o).is_err());
+    }
+
+    #[test]
+    fn episodic_life_option_and_its_exclusion() {
+        let o = Options::parse(["preprocess=true", "episodic_life=true"]).unwrap();
+        let p = config_from_options("ALE/Breakout-v5", "Breakout", &o).unwrap().preprocessing.unwrap();
+        assert!(p.episodic_life && !p.terminal_on_life_loss);
+        let o = Options::parse(["preprocess=true"]).unwrap();
+        assert!(!config_from_options("ALE/Breakout-v5", "Breakout", &o).unwrap().preprocessing.unwrap().episodic_life);
+        let o = Options::parse(["preprocess=true", "episodic_life=true", "terminal_on_life_loss=true"]).unwrap();
+        let e = config_from_options("ALE/Breakout-v5", "Breakout", &o).unwrap_err().to_string();
+        assert!(e.contains("episodic_life") && e.contains("terminal_on_life_loss") && e.contains("pick one"), "{e}");
+        // Without preprocess the key is unread, like every preprocessing key: `finish` reports it.
+        let o = Options::parse(["episodic_life=true"]).unwrap();
+        config_from_options("ALE/Breakout-v5", "Breakout", &o).unwrap();
+        let keys: Vec<&str> = OPTIONS.iter().map(|d| d.key).collect();
+        assert!(keys.contains(&"episodic_life"));
+        let e = o.finish("ALE/Breakout-v5", &keys).unwrap_err().to_string();
+        assert!(e.contains("episodic_life"), "{e}");
     }
 }

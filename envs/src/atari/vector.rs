@@ -94,7 +94,8 @@ pub struct AtariVecStep<'a> {
     pub terminated: &'a [bool],
     /// `truncated` flags.
     pub truncated: &'a [bool],
-    /// Infos (lives, episode frame number).
+    /// Infos (lives, episode frame number, and `episode`: the whole game's raw score, length and time on the
+    /// step that ends a game, see [`AtariEnv`]).
     pub infos: &'a [Info],
 }
 
@@ -102,8 +103,11 @@ pub struct AtariVecStep<'a> {
 ///
 /// Autoreset is Gymnasium's `NextStep` mode (see [`crate::vector`]): the step that ends an episode returns its
 /// final observation with the flag set; on the next `step` that env ignores its action and resets (reward 0,
-/// flags false; [`AtariVecEnv::autoreset_mask`] before the step says which rows that will be). After
-/// construction `step` allocates nothing. `reset(Some(seed))` seeds env `i` with `seed + i`.
+/// flags false; [`AtariVecEnv::autoreset_mask`] before the step says which rows that will be). That reset is the
+/// env's own unseeded reset, so with `episodic_life` an episode ended by a lost life continues the same game
+/// (SB3's `EpisodicLifeEnv` under a vector env); its info carries `episode` only if the game ended inside the
+/// reset. After construction `step` allocates nothing. `reset(Some(seed))` seeds env `i` with `seed + i` and
+/// restarts every game.
 ///
 /// ```no_run
 /// use bellman_envs::atari::{AtariConfig, AtariVecEnv, Preprocessing};
