@@ -162,7 +162,8 @@ pub struct QNetwork {
     heads: Vec<Layer>,
     /// All parameters with their PyTorch names, in a fixed order.
     named: Vec<(String, Var)>,
-    /// Run the CNN through the fused CPU kernels of [`conv`] (on the CPU) rather than candle's `conv2d`.
+    /// Run the layers through the fused CPU kernels of [`conv`] (on the CPU) rather than candle's `conv2d`,
+    /// `matmul` and `broadcast_add`.
     cpu_kernels: bool,
 }
 
@@ -266,16 +267,17 @@ impl QNetwork {
             let l = make(rng, name.to_string(), vec![out, width], width, out, LayerKind::Linear, false, &mut named)?;
             heads.push(l);
         }
-        // On the CPU the CNN runs on the fused kernels of `conv` (candle's CPU conv2d backward is far slower, GPU.md);
-        // elsewhere on candle's conv2d.
-        let cpu_kernels = spec.arch == Arch::NatureCnn && device.is_cpu();
+        // On the CPU both networks run on the fused kernels of `conv` (candle's CPU conv2d backward is far slower,
+        // GPU.md; and its bias gradient, a sum over the batch dimension, is a strided scalar reduction that took a
+        // fifth of a CartPole update, measured with perf); elsewhere on candle's conv2d and matmul.
+        let cpu_kernels = device.is_cpu();
         Ok(QNetwork { spec: spec.clone(), device: device.clone(), body, heads, named, cpu_kernels })
     }
 
-    /// Whether the CNN runs on the fused CPU kernels (the default for a Nature CNN on the CPU) or on candle's
-    /// `conv2d` and matmul (the path used on other devices). Both compute the same function and gradients (tested);
-    /// switching is for comparisons such as the `dqn` benchmark. Turning the kernels on for an MLP or a network
-    /// off the CPU is an error.
+    /// Whether the network runs on the fused CPU kernels (the default on the CPU) or on candle's `conv2d`, matmul
+    /// and broadcast add (the path used on other devices). Both compute the same function and gradients (tested),
+    /// to float rounding; switching is for comparisons such as the `dqn` benchmark. Turning the kernels on for a
+    /// network off the CPU is an error.
     ///
     /// ```
     /// use bellman_agents::dqn::network::{Activation, Arch, Init, NetSpec, QNetwork};
@@ -289,9 +291,9 @@ impl QNetwork {
     /// assert!(!net.cpu_kernels());
     /// ```
     pub fn set_cpu_kernels(&mut self, on: bool) -> Result<()> {
-        if on && !(self.spec.arch == Arch::NatureCnn && self.device.is_cpu()) {
+        if on && !self.device.is_cpu() {
             return Err(AgentError::Unsupported(format!(
-                "the fused CPU kernels run the Nature CNN on the CPU only (this network: {:?} on {:?})",
+                "the fused CPU kernels run on the CPU only (this network: {:?} on {:?})",
                 self.spec.arch, self.device
             )));
         }
@@ -353,12 +355,16 @@ impl QNetwork {
         self.head(&h, lin)
     }
 
-    /// The CNN on the CPU kernels of [`conv`]: each layer one custom op (forward and backward).
+    /// The network on the CPU kernels of [`conv`]: each layer one custom op (forward and backward).
     fn forward_cpu_cnn(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let mut h = match x.dtype() {
             DType::U8 | DType::F32 => x.contiguous()?,
             _ => x.to_dtype(DType::F32)?,
         };
+        // MLP hidden layers: the activation fused when it is ReLU, applied after the layer otherwise. (The CNN's
+        // linear layers are always ReLU.)
+        let act = if self.spec.arch == Arch::Mlp { self.spec.activation } else { Activation::Relu };
+        let fused = act == Activation::Relu;
         let n_conv = self.body.iter().filter(|l| matches!(l.kind, LayerKind::Conv { .. })).count();
         let mut i = 0;
         for l in &self.body {
@@ -370,7 +376,10 @@ impl QNetwork {
                     let op = ConvOp { geom: *geom, input, nchw_out: i == n_conv };
                     h.apply_op3(l.w.as_tensor(), l.b.as_tensor(), op)?
                 }
-                LayerKind::Linear => h.apply_op3(l.w.as_tensor(), l.b.as_tensor(), LinearOp { relu: true })?,
+                LayerKind::Linear => {
+                    let y = h.apply_op3(l.w.as_tensor(), l.b.as_tensor(), LinearOp { relu: fused })?;
+                    if fused { y } else { act.apply(&y)? }
+                }
             };
         }
         let lin = |l: &Layer, h: &Tensor| h.apply_op3(l.w.as_tensor(), l.b.as_tensor(), LinearOp { relu: false });
@@ -765,6 +774,58 @@ mod tests {
                 let m = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
                 assert!(m > 0.0, "case {case}: {name} has a zero gradient");
                 assert!(d <= 1e-4 * m.max(1e-3), "case {case}: {name}: max diff {d} (max {m})");
+            }
+        }
+    }
+
+    /// MLPs on the CPU kernels equal candle's matmul + broadcast-add path: Q-values and every parameter
+    /// gradient, for ReLU (fused) and tanh (applied after the kernel), one and two hidden layers, plain and dueling
+    /// heads, batch 1 and more.
+    #[test]
+    fn cpu_kernels_match_candle_mlp() {
+        // (obs shape, hidden, activation, dueling, batch)
+        type Case = (Vec<usize>, Vec<usize>, Activation, bool, usize);
+        let cases: [Case; 4] = [
+            (vec![4], vec![64, 64], Activation::Relu, false, 64),
+            (vec![6], vec![32], Activation::Tanh, true, 5),
+            (vec![15], vec![16, 8], Activation::Relu, true, 1),
+            (vec![8], vec![256, 256], Activation::Tanh, false, 7),
+        ];
+        for (case, (obs_shape, hidden, activation, dueling, batch)) in cases.into_iter().enumerate() {
+            let n_in: usize = obs_shape.iter().product();
+            let s = NetSpec {
+                arch: Arch::Mlp,
+                obs_shape: obs_shape.clone(),
+                hidden,
+                activation,
+                dueling,
+                n_actions: 3,
+                init: Init::Torch,
+            };
+            let net = QNetwork::new(&s, &mut rand_pcg::Pcg64::seed_from_u64(5), &Device::Cpu).unwrap();
+            let mut direct = QNetwork::new(&s, &mut rand_pcg::Pcg64::seed_from_u64(5), &Device::Cpu).unwrap();
+            assert!(net.cpu_kernels());
+            direct.set_cpu_kernels(false).unwrap();
+            let data: Vec<f32> = (0..batch * n_in).map(|i| ((i * 29 + case) % 17) as f32 / 8.0 - 1.0).collect();
+            let mut dims = vec![batch];
+            dims.extend_from_slice(&obs_shape);
+            let x = Tensor::from_vec(data, dims.as_slice(), &Device::Cpu).unwrap();
+            let (qa, qb) = (net.forward(&x).unwrap(), direct.forward(&x).unwrap());
+            assert_eq!(qa.dims(), &[batch, 3]);
+            let scale = qb.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let diff = (&qa - &qb).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff <= 1e-5 * scale.max(1.0), "case {case}: Q max diff {diff}");
+            let r: Vec<f32> = (0..batch * 3).map(|i| 1.0 - 0.37 * i as f32).collect();
+            let r = Tensor::from_vec(r, (batch, 3), &Device::Cpu).unwrap();
+            let ga = (&qa * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let gb = (&qb * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            for ((name, a), (_, b)) in net.named.iter().zip(&direct.named) {
+                let (a, b) = (ga.get(a).unwrap(), gb.get(b).unwrap());
+                assert_eq!(a.dims(), b.dims());
+                let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                let m = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(m > 0.0, "case {case}: {name} has a zero gradient");
+                assert!(d <= 1e-5 * m.max(1e-3), "case {case}: {name}: max diff {d} (max {m})");
             }
         }
     }
