@@ -484,6 +484,18 @@ impl QNetwork {
     }
 }
 
+/// Runs `f` on the `f32` values of a CPU tensor (made contiguous first only when it is not).
+fn with_contiguous_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = if t.is_contiguous() { t.clone() } else { t.contiguous().map_err(terr)? };
+    let (st, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(c) = &*st else {
+        return Err(AgentError::Tensor("a CPU tensor was expected".into()));
+    };
+    let data = c.as_slice::<f32>().map_err(terr)?;
+    let (a, b) = layout.contiguous_offsets().ok_or_else(|| AgentError::Tensor("not contiguous".into()))?;
+    Ok(f(&data[a..b]))
+}
+
 #[derive(Debug, Clone)]
 struct CpuLinear {
     /// Transposed weight `[in][out]`, so the forward is a sequence of vectorisable axpys.
@@ -505,12 +517,35 @@ impl CpuLinear {
         }
     }
     fn load(&mut self, w: &Tensor, b: &Tensor) -> Result<()> {
-        let w = w.to_device(&Device::Cpu).map_err(terr)?.t().map_err(terr)?.contiguous().map_err(terr)?;
-        let w = w.flatten_all().map_err(terr)?.to_vec1::<f32>().map_err(terr)?;
-        self.wt.copy_from_slice(&w);
-        let b = b.to_device(&Device::Cpu).map_err(terr)?.to_vec1::<f32>().map_err(terr)?;
-        self.b.copy_from_slice(&b);
-        Ok(())
+        let (n_in, n_out) = (self.n_in, self.n_out);
+        if w.elem_count() != n_in * n_out || b.elem_count() != n_out {
+            return Err(AgentError::Tensor(format!(
+                "layer of {n_in} -> {n_out}: weight {:?} and bias {:?} do not fit",
+                w.dims(),
+                b.dims()
+            )));
+        }
+        // CPU tensors are read in place (the Ape-X learner publishes after every update: no candle transpose
+        // copy, no allocation); others are brought to the host first.
+        let (w_host, b_host);
+        let (w, b) = if w.device().is_cpu() && b.device().is_cpu() {
+            (w, b)
+        } else {
+            w_host = w.to_device(&Device::Cpu).map_err(terr)?;
+            b_host = b.to_device(&Device::Cpu).map_err(terr)?;
+            (&w_host, &b_host)
+        };
+        let wt = &mut self.wt;
+        with_contiguous_f32(w, |w| {
+            // w is [out][in]; wt is [in][out].
+            for (o, row) in w.chunks_exact(n_in).take(n_out).enumerate() {
+                for (i, &v) in row.iter().enumerate() {
+                    wt[i * n_out + o] = v;
+                }
+            }
+        })?;
+        let bias = &mut self.b;
+        with_contiguous_f32(b, |b| bias.copy_from_slice(&b[..n_out]))
     }
 }
 
