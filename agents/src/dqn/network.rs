@@ -793,23 +793,37 @@ mod tests {
             if f32_frames {
                 x = x.to_dtype(DType::F32).unwrap();
             }
-            let (qa, qb) = (net.forward(&x).unwrap(), direct.forward(&x).unwrap());
-            let scale = qb.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-            let diff = (&qa - &qb).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!(diff <= 1e-5 * scale.max(1.0), "case {case}: Q max diff {diff}");
-            // A loss with distinct weights per output, so that every gradient entry is exercised.
-            let r: Vec<f32> = (0..batch * 3).map(|i| 1.0 - 0.37 * i as f32).collect();
-            let r = Tensor::from_vec(r, (batch, 3), &Device::Cpu).unwrap();
-            let ga = (&qa * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            let gb = (&qb * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            for ((name, a), (_, b)) in net.named.iter().zip(&direct.named) {
-                let (a, b) = (ga.get(a).unwrap(), gb.get(b).unwrap());
-                assert_eq!(a.dims(), b.dims());
-                let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-                let m = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-                assert!(m > 0.0, "case {case}: {name} has a zero gradient");
-                assert!(d <= 1e-4 * m.max(1e-3), "case {case}: {name}: max diff {d} (max {m})");
-            }
+            assert_same_q_and_gradients(&net, &direct, &x, batch, 1e-4, case);
+        }
+    }
+
+    /// `net` and `direct` (same weights) give the same Q-values (relative 1e-5) and the same gradient of every
+    /// parameter (relative `grad_tol`) for a loss with distinct weights per output, so that every gradient entry
+    /// is exercised; no gradient may be all zero.
+    fn assert_same_q_and_gradients(
+        net: &QNetwork,
+        direct: &QNetwork,
+        x: &Tensor,
+        batch: usize,
+        grad_tol: f32,
+        case: usize,
+    ) {
+        let (qa, qb) = (net.forward(x).unwrap(), direct.forward(x).unwrap());
+        assert_eq!(qa.dims(), &[batch, 3]);
+        let scale = qb.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = (&qa - &qb).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff <= 1e-5 * scale.max(1.0), "case {case}: Q max diff {diff}");
+        let r: Vec<f32> = (0..batch * 3).map(|i| 1.0 - 0.37 * i as f32).collect();
+        let r = Tensor::from_vec(r, (batch, 3), &Device::Cpu).unwrap();
+        let ga = (&qa * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (&qb * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        for ((name, a), (_, b)) in net.named.iter().zip(&direct.named) {
+            let (a, b) = (ga.get(a).unwrap(), gb.get(b).unwrap());
+            assert_eq!(a.dims(), b.dims());
+            let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let m = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(m > 0.0, "case {case}: {name} has a zero gradient");
+            assert!(d <= grad_tol * m.max(1e-3), "case {case}: {name}: max diff {d} (max {m})");
         }
     }
 
@@ -845,23 +859,7 @@ mod tests {
             let mut dims = vec![batch];
             dims.extend_from_slice(&obs_shape);
             let x = Tensor::from_vec(data, dims.as_slice(), &Device::Cpu).unwrap();
-            let (qa, qb) = (net.forward(&x).unwrap(), direct.forward(&x).unwrap());
-            assert_eq!(qa.dims(), &[batch, 3]);
-            let scale = qb.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-            let diff = (&qa - &qb).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!(diff <= 1e-5 * scale.max(1.0), "case {case}: Q max diff {diff}");
-            let r: Vec<f32> = (0..batch * 3).map(|i| 1.0 - 0.37 * i as f32).collect();
-            let r = Tensor::from_vec(r, (batch, 3), &Device::Cpu).unwrap();
-            let ga = (&qa * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            let gb = (&qb * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            for ((name, a), (_, b)) in net.named.iter().zip(&direct.named) {
-                let (a, b) = (ga.get(a).unwrap(), gb.get(b).unwrap());
-                assert_eq!(a.dims(), b.dims());
-                let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-                let m = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-                assert!(m > 0.0, "case {case}: {name} has a zero gradient");
-                assert!(d <= 1e-5 * m.max(1e-3), "case {case}: {name}: max diff {d} (max {m})");
-            }
+            assert_same_q_and_gradients(&net, &direct, &x, batch, 1e-5, case);
         }
     }
 
