@@ -23,7 +23,6 @@
 //! println!("{}", agent.evaluate(20, 1000).unwrap().mean());
 //! ```
 use std::path::Path;
-use std::time::Instant;
 
 use bellman_envs::{ActionValue, DynEnv, Space};
 use bellman_replay::{FlatStorage, NStep, Transition};
@@ -31,8 +30,9 @@ use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
 use serde::{Deserialize, Serialize};
 
-use super::learner::{ACTOR_STREAM, LearnerCore, ReseedActor, replay_err, resume_actors};
-use super::{Actor, ActorBatch, ActorEpisode, ActorPool, Learner, Payload, PoolConfig, RateLimit, apex_epsilon};
+use super::learner::{ACTOR_STREAM, LearnerCore, ReseedActor, replay_err};
+use super::run::ApexRun;
+use super::{Actor, ActorBatch, ActorEpisode, Learner, Payload, PoolConfig, RateLimit, apex_epsilon};
 use crate::dqn::network::{Arch, CpuMlp, argmax};
 use crate::dqn::{DqnConfig, EnvFactory, device};
 use crate::error::{AgentError, Result};
@@ -359,19 +359,12 @@ impl Learner for DqnLearner {
 pub struct ApexDqnTrainer {
     cfg: DqnConfig,
     apex: ApexConfig,
-    seed: u64,
     make_env: EnvFactory,
     learner: DqnLearner,
-    actors: Option<Vec<DqnActor>>,
-    pool: Option<ActorPool<CpuMlp, FlatTransitions>>,
+    run: ApexRun<DqnActor>,
     eval_env: Option<Box<dyn DynEnv>>,
     eval_net: CpuMlp,
     n_actions: usize,
-    restored_steps: u64,
-    restored_episodes: u64,
-    /// Actor `i`'s env is seeded `env_seed + i`: the run's seed, or after a resume a seed derived from it.
-    env_seed: u64,
-    start: Option<Instant>,
 }
 
 impl std::fmt::Debug for ApexDqnTrainer {
@@ -379,8 +372,8 @@ impl std::fmt::Debug for ApexDqnTrainer {
         f.debug_struct("ApexDqnTrainer")
             .field("cfg", &self.cfg)
             .field("apex", &self.apex)
-            .field("seed", &self.seed)
-            .field("pool", &self.pool)
+            .field("seed", &self.run.seed())
+            .field("pool", &self.run.pool())
             .finish_non_exhaustive()
     }
 }
@@ -488,33 +481,23 @@ impl ApexDqnTrainer {
         Ok(ApexDqnTrainer {
             cfg: cfg.clone(),
             apex: apex.clone(),
-            seed,
             make_env,
             learner,
-            actors: Some(actors),
-            pool: None,
+            run: ApexRun::new(actors, seed),
             eval_env: Some(probe),
             eval_net,
             n_actions,
-            restored_steps: 0,
-            restored_episodes: 0,
-            env_seed: seed,
-            start: None,
         })
     }
 
     /// Number of actor threads.
     pub fn num_actors(&self) -> usize {
-        match (&self.pool, &self.actors) {
-            (Some(p), _) => p.num_actors(),
-            (None, Some(a)) => a.len(),
-            (None, None) => 0,
-        }
+        self.run.num_actors()
     }
 
     /// The protocol counters (zero before training starts).
     pub fn counters(&self) -> super::CounterSnapshot {
-        self.pool.as_ref().map(|p| p.snapshot()).unwrap_or_default()
+        self.run.counters()
     }
 
     /// Gradient updates done so far.
@@ -524,10 +507,7 @@ impl ApexDqnTrainer {
 
     /// Stops the actors and returns the final counters (training cannot continue afterwards).
     pub fn shutdown(&mut self) -> Result<super::CounterSnapshot> {
-        match self.pool.as_mut() {
-            Some(p) => p.shutdown(),
-            None => Ok(super::CounterSnapshot::default()),
-        }
+        self.run.shutdown()
     }
 
     fn eval_env(&mut self) -> Result<&mut Box<dyn DynEnv>> {
@@ -538,33 +518,14 @@ impl ApexDqnTrainer {
     }
 }
 
-impl Drop for ApexDqnTrainer {
-    fn drop(&mut self) {
-        if let Some(p) = self.pool.as_mut() {
-            let _ = p.shutdown();
-        }
-    }
-}
-
 impl Trainer for ApexDqnTrainer {
     fn steps_done(&self) -> u64 {
-        self.pool.as_ref().map_or(self.restored_steps, |p| p.env_steps())
+        self.run.steps_done()
     }
 
     fn train(&mut self, until: u64, reporter: &mut dyn Reporter) -> Result<()> {
-        if self.pool.is_none() {
-            let actors = self.actors.take().ok_or_else(|| {
-                AgentError::Config("the actors of this trainer were lost after a failed start".into())
-            })?;
-            let initial = self.learner.weights()?;
-            let pool_cfg = self.apex.pool_config(&self.cfg);
-            let mut pool = ActorPool::spawn(actors, initial, &pool_cfg, self.cfg.batch_size)?;
-            pool.resume_from(self.restored_steps, self.restored_episodes);
-            self.pool = Some(pool);
-            self.start = Some(Instant::now());
-        }
-        let pool = self.pool.as_mut().expect("just set");
-        pool.run(&mut self.learner, until, reporter)
+        let pool_cfg = self.apex.pool_config(&self.cfg);
+        self.run.train(&mut self.learner, &pool_cfg, until, reporter)
     }
 
     fn evaluate(&mut self, episodes: usize, seed: u64) -> Result<EvalResult> {
@@ -578,28 +539,28 @@ impl Trainer for ApexDqnTrainer {
 
     fn checkpoint(&self) -> Result<Checkpoint> {
         let cfg = serde_json::to_value(&self.cfg).map_err(|e| AgentError::Checkpoint(e.to_string()))?;
-        let c = self.counters();
         let (train_state, learner) = self.learner.core.export_state()?;
-        Ok(Checkpoint {
-            weights: self.learner.core.online.to_safetensors()?,
-            train_state: Some(train_state),
-            meta: serde_json::json!({
+        let mut meta = self.run.meta();
+        meta.extend(
+            serde_json::json!({
                 "algorithm": "dqn",
-                "actors": self.num_actors(),
-                "seed": self.seed,
-                "env_seed": self.env_seed,
-                "steps": self.steps_done(),
-                "episodes": self.pool.as_ref().map_or(self.restored_episodes, |p| p.episodes()),
                 "updates": self.learner.core.updates,
                 "n_actions": self.n_actions,
                 "obs_shape": self.learner.core.online.spec().obs_shape,
                 "config": cfg,
-                "counters": {"sent": c.sent, "received": c.received, "inserted": c.inserted, "evicted": c.evicted},
                 "learner": learner,
                 "train_state": "target network weights (same tensor names) and the learner's optimizer state \
                                 (optimizer.<param>.<buffer>, PyTorch's names); the replay buffer is saved separately; \
                                 the actors' envs are not saved",
-            }),
+            })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        );
+        Ok(Checkpoint {
+            weights: self.learner.core.online.to_safetensors()?,
+            train_state: Some(train_state),
+            meta: serde_json::Value::Object(meta),
         })
     }
 
@@ -622,20 +583,12 @@ impl Trainer for ApexDqnTrainer {
         self.learner.core.resume(ckpt, replay, &mut report)?;
         let w = self.learner.weights()?;
         self.eval_net.clone_from(&w);
-        if let Some(actors) = self.actors.as_mut() {
+        if let Some(actors) = self.run.actors_mut() {
             for a in actors.iter_mut() {
                 a.net.clone_from(&w);
             }
         }
-        if let Some(p) = self.pool.as_mut() {
-            p.publish(w);
-        }
-        let (steps, episodes, seed) =
-            resume_actors(&ckpt.meta, self.seed, self.pool.as_mut(), self.actors.as_mut(), &mut report);
-        (self.restored_steps, self.restored_episodes) = (steps, episodes);
-        if let Some(seed) = seed {
-            self.env_seed = seed;
-        }
+        self.run.resume(&ckpt.meta, w, &mut report);
         Ok(report)
     }
 
@@ -766,7 +719,7 @@ mod tests {
         let cfg = DqnConfig { buffer_size: 100, learning_starts: 0, ..per_cfg() };
         let mut t =
             ApexDqnTrainer::with_env_factory(&cfg, &ApexConfig::default(), 1, walk_factory(), 2, "cpu").unwrap();
-        let mut actor = t.actors.take().unwrap().remove(0);
+        let mut actor = t.run.take_actors().unwrap().remove(0);
         let mut b = ActorBatch::new(actor.new_payload());
         while b.len() < 64 {
             actor.step(&mut b).unwrap();
@@ -820,7 +773,7 @@ mod tests {
         let cfg = DqnConfig { hidden: vec![8], learning_starts: 0, ..DqnConfig::default() };
         let mut t =
             ApexDqnTrainer::new(&cfg, &ApexConfig::default(), 2, &EnvSetup::new("CartPole-v1"), 5, "cpu").unwrap();
-        let mut actor = t.actors.take().unwrap().remove(0);
+        let mut actor = t.run.take_actors().unwrap().remove(0);
         let mut b = ActorBatch::new(actor.new_payload());
         for _ in 0..300 {
             actor.step(&mut b).unwrap();
@@ -880,7 +833,7 @@ mod tests {
             let base = crate::dqn::derived_env_seed(4, ck.meta["steps"].as_u64().unwrap());
             assert_eq!(rc.meta["env_seed"], base);
             assert!(report.to_string().contains(&base.to_string()), "{report}");
-            let actors = r.actors.as_ref().unwrap();
+            let actors = r.run.actors().unwrap();
             assert_eq!((actors[0].seed, actors[1].seed), (base, base + 1));
             // The next learner update: the same batch and the same weights after it.
             let steps = t.steps_done();

@@ -67,6 +67,7 @@ pub mod limiter;
 #[cfg(feature = "atari")]
 pub mod pixels;
 pub mod pool;
+pub(crate) mod run;
 pub mod weights;
 
 pub use counters::CounterSnapshot;

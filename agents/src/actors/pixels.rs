@@ -39,10 +39,10 @@ use candle_core::{D, Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
 
-use super::learner::{ACTOR_STREAM, INIT_STREAM, LearnerCore, ReseedActor, replay_err, resume_actors};
+use super::learner::{ACTOR_STREAM, INIT_STREAM, LearnerCore, ReseedActor, replay_err};
+use super::run::ApexRun;
 use super::{
-    Actor, ActorBatch, ActorEpisode, ActorEpsilon, ActorPool, ApexConfig, CounterSnapshot, Learner, Payload,
-    apex_epsilon,
+    Actor, ActorBatch, ActorEpisode, ActorEpsilon, ApexConfig, CounterSnapshot, Learner, Payload, apex_epsilon,
 };
 use crate::dqn::network::{Arch, QNetwork, argmax, terr};
 use crate::dqn::pixels::evaluate_atari;
@@ -521,18 +521,12 @@ impl Learner for PixelLearner {
 pub struct ApexPixelTrainer {
     cfg: DqnConfig,
     apex: ApexConfig,
-    seed: u64,
     atari: AtariConfig,
     learner: PixelLearner,
-    actors: Option<Vec<PixelActor>>,
-    pool: Option<ActorPool<CnnWeights, FrameTransitions>>,
+    run: ApexRun<PixelActor>,
     eval_env: Option<AtariEnv>,
     n_actions: usize,
     obs_len: usize,
-    restored_steps: u64,
-    restored_episodes: u64,
-    /// Actor `i`'s env is seeded `env_seed + i`: the run's seed, or after a resume a seed derived from it.
-    env_seed: u64,
 }
 
 impl std::fmt::Debug for ApexPixelTrainer {
@@ -541,8 +535,8 @@ impl std::fmt::Debug for ApexPixelTrainer {
             .field("cfg", &self.cfg)
             .field("apex", &self.apex)
             .field("atari", &self.atari)
-            .field("seed", &self.seed)
-            .field("pool", &self.pool)
+            .field("seed", &self.run.seed())
+            .field("pool", &self.run.pool())
             .finish_non_exhaustive()
     }
 }
@@ -656,32 +650,23 @@ impl ApexPixelTrainer {
         Ok(ApexPixelTrainer {
             cfg: cfg.clone(),
             apex: apex.clone(),
-            seed,
             atari,
             learner,
-            actors: Some(actors),
-            pool: None,
+            run: ApexRun::new(actors, seed),
             eval_env: Some(probe),
             n_actions,
             obs_len,
-            restored_steps: 0,
-            restored_episodes: 0,
-            env_seed: seed,
         })
     }
 
     /// Number of actor threads.
     pub fn num_actors(&self) -> usize {
-        match (&self.pool, &self.actors) {
-            (Some(p), _) => p.num_actors(),
-            (None, Some(a)) => a.len(),
-            (None, None) => 0,
-        }
+        self.run.num_actors()
     }
 
     /// The protocol counters (zero before training starts).
     pub fn counters(&self) -> CounterSnapshot {
-        self.pool.as_ref().map(|p| p.snapshot()).unwrap_or_default()
+        self.run.counters()
     }
 
     /// Gradient updates done so far.
@@ -718,10 +703,7 @@ impl ApexPixelTrainer {
 
     /// Stops the actors and returns the final counters (training cannot continue afterwards).
     pub fn shutdown(&mut self) -> Result<CounterSnapshot> {
-        match self.pool.as_mut() {
-            Some(p) => p.shutdown(),
-            None => Ok(CounterSnapshot::default()),
-        }
+        self.run.shutdown()
     }
 
     fn greedy(&self, obs: &[u8]) -> Result<usize> {
@@ -734,32 +716,14 @@ impl ApexPixelTrainer {
     }
 }
 
-impl Drop for ApexPixelTrainer {
-    fn drop(&mut self) {
-        if let Some(p) = self.pool.as_mut() {
-            let _ = p.shutdown();
-        }
-    }
-}
-
 impl Trainer for ApexPixelTrainer {
     fn steps_done(&self) -> u64 {
-        self.pool.as_ref().map_or(self.restored_steps, |p| p.env_steps())
+        self.run.steps_done()
     }
 
     fn train(&mut self, until: u64, reporter: &mut dyn Reporter) -> Result<()> {
-        if self.pool.is_none() {
-            let actors = self.actors.take().ok_or_else(|| {
-                AgentError::Config("the actors of this trainer were lost after a failed start".into())
-            })?;
-            let initial = self.learner.weights()?;
-            let pool_cfg = self.apex.pool_config(&self.cfg);
-            let mut pool = ActorPool::spawn(actors, initial, &pool_cfg, self.cfg.batch_size)?;
-            pool.resume_from(self.restored_steps, self.restored_episodes);
-            self.pool = Some(pool);
-        }
-        let pool = self.pool.as_mut().expect("just set");
-        pool.run(&mut self.learner, until, reporter)
+        let pool_cfg = self.apex.pool_config(&self.cfg);
+        self.run.train(&mut self.learner, &pool_cfg, until, reporter)
     }
 
     fn evaluate(&mut self, episodes: usize, seed: u64) -> Result<EvalResult> {
@@ -779,31 +743,31 @@ impl Trainer for ApexPixelTrainer {
 
     fn checkpoint(&self) -> Result<Checkpoint> {
         let cfg = serde_json::to_value(&self.cfg).map_err(|e| AgentError::Checkpoint(e.to_string()))?;
-        let c = self.counters();
         let core = &self.learner.core;
         let (train_state, learner) = core.export_state()?;
-        Ok(Checkpoint {
-            weights: core.online.to_safetensors()?,
-            train_state: Some(train_state),
-            meta: serde_json::json!({
+        let mut meta = self.run.meta();
+        meta.extend(
+            serde_json::json!({
                 "algorithm": "dqn",
                 "observations": "atari u8 frame stacks",
                 "game": self.atari.game,
-                "actors": self.num_actors(),
-                "seed": self.seed,
-                "env_seed": self.env_seed,
-                "steps": self.steps_done(),
-                "episodes": self.pool.as_ref().map_or(self.restored_episodes, |p| p.episodes()),
                 "updates": core.updates,
                 "n_actions": self.n_actions,
                 "obs_shape": core.online.spec().obs_shape,
                 "config": cfg,
-                "counters": {"sent": c.sent, "received": c.received, "inserted": c.inserted, "evicted": c.evicted},
                 "learner": learner,
                 "train_state": "target network weights (same tensor names) and the learner's optimizer state \
                                 (optimizer.<param>.<buffer>, PyTorch's names); the replay buffer is saved separately; \
                                 the actors' envs are not saved",
-            }),
+            })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        );
+        Ok(Checkpoint {
+            weights: core.online.to_safetensors()?,
+            train_state: Some(train_state),
+            meta: serde_json::Value::Object(meta),
         })
     }
 
@@ -825,20 +789,12 @@ impl Trainer for ApexPixelTrainer {
         );
         self.learner.core.resume(ckpt, replay, &mut report)?;
         let w = cnn_weights(&self.learner.core.online)?;
-        if let Some(actors) = self.actors.as_mut() {
+        if let Some(actors) = self.run.actors_mut() {
             for a in actors.iter() {
                 load_cnn_weights(&a.net, &w)?;
             }
         }
-        if let Some(p) = self.pool.as_mut() {
-            p.publish(w);
-        }
-        let (steps, episodes, seed) =
-            resume_actors(&ckpt.meta, self.seed, self.pool.as_mut(), self.actors.as_mut(), &mut report);
-        (self.restored_steps, self.restored_episodes) = (steps, episodes);
-        if let Some(seed) = seed {
-            self.env_seed = seed;
-        }
+        self.run.resume(&ckpt.meta, w, &mut report);
         Ok(report)
     }
 
@@ -888,7 +844,7 @@ mod tests {
         steps: usize,
     ) -> (ApexPixelTrainer, PixelActor, ActorBatch<FrameTransitions>) {
         let mut t = ApexPixelTrainer::new(cfg, &ApexConfig::default(), 1, env, 5, "cpu").unwrap();
-        let mut actor = t.actors.take().unwrap().remove(0);
+        let mut actor = t.run.take_actors().unwrap().remove(0);
         let mut b = ActorBatch::new(actor.new_payload());
         for _ in 0..steps {
             actor.step(&mut b).unwrap();
@@ -1000,7 +956,7 @@ mod tests {
     fn an_actor_uses_a_one_thread_rayon_pool_of_its_own() {
         let Some(env) = pong("an_actor_uses_a_one_thread_rayon_pool_of_its_own") else { return };
         let mut t = ApexPixelTrainer::new(&small(1), &ApexConfig::default(), 1, &env, 0, "cpu").unwrap();
-        let mut actor = t.actors.take().unwrap().remove(0);
+        let mut actor = t.run.take_actors().unwrap().remove(0);
         let (threads, index) = std::thread::spawn(move || {
             let mut b = ActorBatch::new(actor.new_payload());
             actor.step(&mut b).unwrap();
