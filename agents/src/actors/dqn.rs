@@ -1,5 +1,5 @@
 //! Ape-X DQN: DQN's learner (the same networks, loss, optimiser and replay as [`crate::dqn`]) fed by
-//! [`ActorPool`] actor threads, each with its own env, a [`CpuMlp`] copy of the online network and its own
+//! [`ActorPool`](super::ActorPool) actor threads, each with its own env, a [`CpuMlp`] copy of the online network and its own
 //! exploration rate.
 //!
 //! * Actors apply n-step returns ([`bellman_replay::NStep`]) and compute each transition's initial priority
