@@ -538,30 +538,7 @@ impl Trainer for ApexDqnTrainer {
     }
 
     fn checkpoint(&self) -> Result<Checkpoint> {
-        let cfg = serde_json::to_value(&self.cfg).map_err(|e| AgentError::Checkpoint(e.to_string()))?;
-        let (train_state, learner) = self.learner.core.export_state()?;
-        let mut meta = self.run.meta();
-        meta.extend(
-            serde_json::json!({
-                "algorithm": "dqn",
-                "updates": self.learner.core.updates,
-                "n_actions": self.n_actions,
-                "obs_shape": self.learner.core.online.spec().obs_shape,
-                "config": cfg,
-                "learner": learner,
-                "train_state": "target network weights (same tensor names) and the learner's optimizer state \
-                                (optimizer.<param>.<buffer>, PyTorch's names); the replay buffer is saved separately; \
-                                the actors' envs are not saved",
-            })
-            .as_object()
-            .cloned()
-            .unwrap_or_default(),
-        );
-        Ok(Checkpoint {
-            weights: self.learner.core.online.to_safetensors()?,
-            train_state: Some(train_state),
-            meta: serde_json::Value::Object(meta),
-        })
+        self.learner.core.checkpoint(self.run.meta())
     }
 
     /// Restores everything but the replay buffer (see [`Trainer::resume`]).

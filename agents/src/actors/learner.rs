@@ -16,7 +16,7 @@ use crate::dqn::learn::{UpdateOut, UpdateScratch, td_update};
 use crate::dqn::network::{NetSpec, QNetwork, terr};
 use crate::dqn::optim::Optim;
 use crate::error::{AgentError, Result};
-use crate::trainer::{TrainMetrics, pcg_from_json, pcg_to_json};
+use crate::trainer::{Checkpoint, TrainMetrics, pcg_from_json, pcg_to_json};
 
 // Stream constants that split one seed into independent generators (arbitrary odd numbers; the init stream is
 // DQN's, so that the initial weights match the single-process run's).
@@ -216,6 +216,37 @@ where
             }
         }
         Ok(())
+    }
+
+    /// An Ape-X checkpoint: the online weights, the learner's train state, and `meta` (the run's fields, see
+    /// `run::ApexRun::meta`, plus any of the trainer's own) completed with the learner's fields.
+    pub(crate) fn checkpoint(&self, mut meta: serde_json::Map<String, serde_json::Value>) -> Result<Checkpoint> {
+        let cfg = serde_json::to_value(&self.cfg).map_err(|e| AgentError::Checkpoint(e.to_string()))?;
+        let (train_state, learner) = self.export_state()?;
+        let spec = self.online.spec();
+        for (k, v) in [
+            ("algorithm", serde_json::json!("dqn")),
+            ("updates", serde_json::json!(self.updates)),
+            ("n_actions", serde_json::json!(spec.n_actions)),
+            ("obs_shape", serde_json::json!(spec.obs_shape)),
+            ("config", cfg),
+            ("learner", learner),
+            (
+                "train_state",
+                serde_json::json!(
+                    "target network weights (same tensor names) and the learner's optimizer state \
+                     (optimizer.<param>.<buffer>, PyTorch's names); the replay buffer is saved separately; the \
+                     actors' envs are not saved"
+                ),
+            ),
+        ] {
+            meta.insert(k.to_string(), v);
+        }
+        Ok(Checkpoint {
+            weights: self.online.to_safetensors()?,
+            train_state: Some(train_state),
+            meta: serde_json::Value::Object(meta),
+        })
     }
 
     /// The learner's train state: the target network (its own tensor names) and the optimiser's tensors

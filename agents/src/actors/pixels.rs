@@ -742,33 +742,10 @@ impl Trainer for ApexPixelTrainer {
     }
 
     fn checkpoint(&self) -> Result<Checkpoint> {
-        let cfg = serde_json::to_value(&self.cfg).map_err(|e| AgentError::Checkpoint(e.to_string()))?;
-        let core = &self.learner.core;
-        let (train_state, learner) = core.export_state()?;
         let mut meta = self.run.meta();
-        meta.extend(
-            serde_json::json!({
-                "algorithm": "dqn",
-                "observations": "atari u8 frame stacks",
-                "game": self.atari.game,
-                "updates": core.updates,
-                "n_actions": self.n_actions,
-                "obs_shape": core.online.spec().obs_shape,
-                "config": cfg,
-                "learner": learner,
-                "train_state": "target network weights (same tensor names) and the learner's optimizer state \
-                                (optimizer.<param>.<buffer>, PyTorch's names); the replay buffer is saved separately; \
-                                the actors' envs are not saved",
-            })
-            .as_object()
-            .cloned()
-            .unwrap_or_default(),
-        );
-        Ok(Checkpoint {
-            weights: core.online.to_safetensors()?,
-            train_state: Some(train_state),
-            meta: serde_json::Value::Object(meta),
-        })
+        meta.insert("observations".into(), serde_json::json!("atari u8 frame stacks"));
+        meta.insert("game".into(), serde_json::json!(self.atari.game));
+        self.learner.core.checkpoint(meta)
     }
 
     /// Restores everything but the replay buffer (see [`Trainer::resume`]).
