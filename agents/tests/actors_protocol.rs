@@ -388,10 +388,10 @@ fn a_slow_learner_with_a_large_channel_gets_no_stale_data() {
     assert_eq!(c.received, c.inserted + c.discarded);
 }
 
-/// Actors waiting for room in the band (the learner stopped sampling) see a shutdown at once: it returns well
+/// Actors waiting for room in the band (the learner stopped sampling) see a shutdown promptly: it returns well
 /// within the shutdown timeout and every transition is accounted for.
 #[test]
-fn shutdown_wakes_actors_waiting_for_room() {
+fn shutdown_stops_actors_waiting_for_room() {
     let actors: Vec<_> = (0..3).map(FakeActor::new).collect();
     let cfg = PoolConfig { channel_capacity: 64, ..config(4, 4.0, 8, 24.0) };
     let mut pool = ActorPool::spawn(actors, 0, &cfg, 8).unwrap();
