@@ -90,6 +90,8 @@ struct FakeLearner {
     /// Largest policy lag seen at insertion: updates done minus the version the transition was collected with
     /// (with `publish_every = 1`, version k is the weights after k updates).
     max_lag: u64,
+    /// Publications that refilled earlier weights in place (`refresh_weights`) rather than building new ones.
+    refreshed: u64,
 }
 
 impl FakeLearner {
@@ -103,6 +105,7 @@ impl FakeLearner {
             batch,
             priorities_ok: true,
             max_lag: 0,
+            refreshed: 0,
         }
     }
 }
@@ -135,6 +138,11 @@ impl Learner for FakeLearner {
     }
     fn weights(&mut self) -> Result<u64> {
         Ok(self.updates)
+    }
+    fn refresh_weights(&mut self, w: &mut u64) -> Result<()> {
+        self.refreshed += 1;
+        *w = self.updates;
+        Ok(())
     }
     fn metrics(&mut self, step: u64) -> Result<TrainMetrics> {
         Ok(TrainMetrics { step, loss: Some(0.5), extra: vec![("fake".into(), 1.0)], ..TrainMetrics::default() })
@@ -241,6 +249,14 @@ fn weight_versions_are_monotone_and_match_their_weights() {
     assert!(final_version > 10, "only {final_version} publications");
     // publish_every = 1: version v carries the weights after v updates.
     assert_eq!(final_version, learner.updates);
+    // Publication refills the weights it replaced last time unless an actor still held them (actors hold a
+    // version only while they copy it), so almost every publication allocates nothing; the versions checked
+    // below prove no refill reached weights an actor was reading.
+    assert!(
+        learner.refreshed * 2 >= final_version,
+        "only {} of {final_version} publications refilled weights in place",
+        learner.refreshed
+    );
     // (An actor thread scheduled only after the run ended has loaded nothing; the others are checked.)
     assert!(logs.iter().any(|l| !l.lock().unwrap().is_empty()));
     for (a, log) in logs.iter().enumerate() {

@@ -350,6 +350,11 @@ impl Learner for DqnLearner {
         Ok(self.cpu.clone())
     }
 
+    fn refresh_weights(&mut self, w: &mut CpuMlp) -> Result<()> {
+        // In place: the copy of every parameter, no allocation.
+        w.sync_from(&self.core.online)
+    }
+
     fn metrics(&mut self, env_steps: u64) -> Result<TrainMetrics> {
         Ok(self.core.metrics(env_steps))
     }

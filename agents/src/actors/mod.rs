@@ -184,6 +184,13 @@ pub trait Learner {
     fn update(&mut self, env_steps: u64) -> Result<()>;
     /// The weights to publish now.
     fn weights(&mut self) -> Result<Self::Weights>;
+    /// Overwrites `w` (weights an earlier [`Learner::weights`] returned, no longer held by any actor) with the
+    /// weights to publish now; the pool publishes through it once the first weights are out, so publication
+    /// allocates nothing. The default builds new ones.
+    fn refresh_weights(&mut self, w: &mut Self::Weights) -> Result<()> {
+        *w = self.weights()?;
+        Ok(())
+    }
     /// The learner's own metrics since the last call (loss, mean Q...); the pool adds its counters to `extra`.
     fn metrics(&mut self, env_steps: u64) -> Result<TrainMetrics>;
 }

@@ -235,6 +235,8 @@ pub struct ActorPool<W, P> {
     updates: u64,
     episodes: u64,
     version: u64,
+    /// The weights the last publication replaced, refilled by the next one when no actor holds them.
+    spare: Option<Arc<W>>,
     lag_sum: u64,
     lag_n: u64,
     lag_max: u64,
@@ -339,6 +341,7 @@ impl<W: Send + Sync + 'static, P: Payload> ActorPool<W, P> {
             updates: 0,
             episodes: 0,
             version: 0,
+            spare: None,
             lag_sum: 0,
             lag_n: 0,
             lag_max: 0,
@@ -390,8 +393,29 @@ impl<W: Send + Sync + 'static, P: Payload> ActorPool<W, P> {
 
     /// Publishes weights now (e.g. after restoring a checkpoint); returns the new version.
     pub fn publish(&mut self, w: W) -> u64 {
-        self.version = self.cell.publish(w);
-        self.version
+        let (v, old) = self.cell.publish_arc(Arc::new(w));
+        self.spare = Some(old);
+        self.version = v;
+        v
+    }
+
+    /// Publishes the learner's weights, refilling the weights replaced last time when no actor still holds them
+    /// (the common case: actors copy what they load), so that publishing every update allocates nothing.
+    fn publish_from<L: Learner<Weights = W, Payload = P>>(&mut self, learner: &mut L) -> Result<()> {
+        let w = match self.spare.take() {
+            Some(mut a) => match Arc::get_mut(&mut a) {
+                Some(w) => {
+                    learner.refresh_weights(w)?;
+                    a
+                }
+                None => Arc::new(learner.weights()?),
+            },
+            None => Arc::new(learner.weights()?),
+        };
+        let (v, old) = self.cell.publish_arc(w);
+        self.spare = Some(old);
+        self.version = v;
+        Ok(())
     }
 
     /// The counters now.
@@ -604,8 +628,7 @@ impl<W: Send + Sync + 'static, P: Payload> ActorPool<W, P> {
                 self.admission.set_sampled(self.limiter.samples());
                 self.updates += 1;
                 if self.updates.is_multiple_of(self.cfg.publish_every) {
-                    let w = learner.weights()?;
-                    self.version = self.cell.publish(w);
+                    self.publish_from(learner)?;
                 }
                 progressed = true;
             }

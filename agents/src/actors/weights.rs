@@ -36,15 +36,31 @@ impl<W> WeightsCell<W> {
 
     /// Publishes `w` as the next version and returns that version.
     pub fn publish(&self, w: W) -> u64 {
-        let w = Arc::new(w);
+        self.publish_arc(Arc::new(w)).0
+    }
+
+    /// Publishes `w` as the next version; returns that version and the weights it replaced (which a publisher
+    /// can refill in place and publish again once no actor holds them: `Arc::get_mut`).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use bellman_agents::actors::WeightsCell;
+    /// let cell = WeightsCell::new(vec![0.0f32; 2]);
+    /// let (v, mut old) = cell.publish_arc(Arc::new(vec![1.0; 2]));
+    /// assert_eq!((v, old[0]), (1, 0.0));
+    /// Arc::get_mut(&mut old).unwrap().fill(2.0); // nobody else holds version 0
+    /// assert_eq!(cell.publish_arc(old).0, 2);
+    /// assert_eq!(cell.latest().1[0], 2.0);
+    /// ```
+    pub fn publish_arc(&self, w: Arc<W>) -> (u64, Arc<W>) {
         // The lock only guards an Arc swap: a panic cannot leave it half-written, so a poisoned lock is still
         // consistent and is used as is.
         let mut g = self.slot.write().unwrap_or_else(|p| p.into_inner());
         let v = g.0 + 1;
-        *g = (v, w);
+        let old = std::mem::replace(&mut *g, (v, w)).1;
         self.version.store(v, Ordering::Release);
         drop(g);
-        v
+        (v, old)
     }
 
     /// The newest version and its weights.
