@@ -1,5 +1,7 @@
 //! The DQN update shared by every observation type: a sampled [`Batch`] (`f32` vectors or `u8` frame stacks) to
 //! tensors, TD targets (plain or Double DQN), loss, backward pass, gradient clipping and the optimiser step.
+//! MLPs on the CPU (with Adam) take the fused path of `network::mlp_td` instead of candle's graph: the same
+//! loss and gradients to float rounding, about twice as fast on CartPole's network.
 //!
 //! Used by `DqnTrainer` (flat `f32` observations) and `pixels::PixelDqnTrainer` (Atari frame
 //! stacks), so both learn with exactly the same code.
@@ -8,6 +10,7 @@ use candle_core::{Device, Tensor, Var, WithDType};
 
 use super::config::DqnConfig;
 use super::loss::{self, bootstrap_factors, td_loss, td_targets};
+use super::network::mlp_td::{MlpTd, TdRows, TdSettings};
 use super::network::{QNetwork, terr};
 use super::optim::Optim;
 use crate::error::{AgentError, Result};
@@ -17,6 +20,8 @@ use crate::error::{AgentError, Result};
 pub(crate) struct UpdateScratch {
     pub(crate) actions: Vec<u32>,
     pub(crate) factors: Vec<f32>,
+    /// Buffers of the fused CPU path of MLPs.
+    fused: MlpTd,
 }
 
 /// What one update leaves for metrics and priorities: the loss (scalar), the Q-values of the taken actions and
@@ -43,6 +48,20 @@ pub(crate) fn td_update<O: WithDType + bellman_replay::Element>(
     device: &Device,
     step_update: (u64, u64),
 ) -> Result<UpdateOut> {
+    // MLPs on the CPU with the fused Adam: the whole update on slices (`network::mlp_td`).
+    if let (Some(obs), Some(next_obs), Optim::CpuAdam(_)) = (as_f32(&batch.obs), as_f32(&batch.next_obs), &*optim)
+        && online.cpu_kernels()
+        && MlpTd::supports(online)
+    {
+        let rows = Rows {
+            actions: &batch.actions,
+            rewards: &batch.rewards,
+            terminated: &batch.terminated,
+            discounts: &batch.discounts,
+            weights: weighted.then_some(batch.weights.as_slice()),
+        };
+        return fused_update(cfg, (online, target), optim, (obs, next_obs), &rows, scratch, device, step_update);
+    }
     let mut shape = vec![batch.len()];
     shape.extend_from_slice(&online.spec().obs_shape);
     let obs = Tensor::from_slice(&batch.obs, shape.as_slice(), device).map_err(terr)?;
@@ -55,6 +74,65 @@ pub(crate) fn td_update<O: WithDType + bellman_replay::Element>(
         weights: weighted.then_some(batch.weights.as_slice()),
     };
     td_update_tensors(cfg, (online, target), optim, vars, (&obs, &next_obs), &rows, scratch, device, step_update)
+}
+
+/// [`td_update`] of an MLP on the CPU with [`CpuAdam`](super::optim::CpuAdam), on slices
+/// ([`MlpTd`]): the same loss, gradients and step as the candle path to float rounding, without its graph.
+#[allow(clippy::too_many_arguments)]
+fn fused_update(
+    cfg: &DqnConfig,
+    nets: (&QNetwork, &QNetwork),
+    optim: &mut Optim,
+    (obs, next_obs): (&[f32], &[f32]),
+    rows: &Rows<'_>,
+    scratch: &mut UpdateScratch,
+    device: &Device,
+    (step, update): (u64, u64),
+) -> Result<UpdateOut> {
+    // Denormal moments of dead units would slow the optimiser step many times over (see `denormals`).
+    let _ftz = super::denormals::FlushDenormals::new();
+    let b = rows.rewards.len();
+    scratch.actions.resize(b, 0);
+    loss::action_indices(rows.actions, &mut scratch.actions);
+    scratch.factors.resize(b, 0.0);
+    bootstrap_factors(rows.discounts, rows.terminated, &mut scratch.factors);
+    let set = TdSettings { double_dqn: cfg.double_dqn, loss: cfg.loss };
+    let part = TdRows {
+        obs,
+        next_obs,
+        actions: &scratch.actions,
+        rewards: rows.rewards,
+        factors: &scratch.factors,
+        weights: rows.weights,
+    };
+    let f = &mut scratch.fused;
+    f.run(set, nets, &part, b)?;
+    let Optim::CpuAdam(adam) = optim else {
+        return Err(AgentError::Unsupported("the fused MLP update steps with CpuAdam only".into()));
+    };
+    let max_norm = if cfg.max_grad_norm > 0.0 { cfg.max_grad_norm } else { f64::INFINITY };
+    adam.step_clipped_slices(&f.grads, max_norm).map_err(|e| diverged(e, step, update))?;
+    let loss = Tensor::new(f.loss as f32, device).map_err(terr)?;
+    let q_taken = Tensor::from_slice(&f.q_taken, b, device).map_err(terr)?;
+    let targets = Tensor::from_slice(&f.targets, b, device).map_err(terr)?;
+    Ok(UpdateOut { loss, q_taken, targets })
+}
+
+/// `v` as `f32` values when `O` is `f32` (flat observations), else `None`.
+#[allow(clippy::ptr_arg)] // `Any` needs a sized type: the Vec, not its slice.
+fn as_f32<O: 'static>(v: &Vec<O>) -> Option<&[f32]> {
+    (v as &dyn std::any::Any).downcast_ref::<Vec<f32>>().map(Vec::as_slice)
+}
+
+/// A divergence error with where it happened and what to change.
+fn diverged(e: AgentError, step: u64, update: u64) -> AgentError {
+    match e {
+        AgentError::Diverged(m) => AgentError::Diverged(format!(
+            "{m} at step {step} (update {update}): lower learning_rate or enable max_grad_norm; the weights are \
+             those of the last good update"
+        )),
+        other => other,
+    }
 }
 
 /// The per-row fields of a sampled batch that the update reads besides the observations.
@@ -103,12 +181,6 @@ pub(crate) fn td_update_tensors(
     let mut grads = loss.backward().map_err(terr)?;
     let max_norm = if cfg.max_grad_norm > 0.0 { cfg.max_grad_norm } else { f64::INFINITY };
     // The norm is always computed: a non-finite gradient stops training before it reaches the weights.
-    optim.clip_and_step(&mut grads, vars, max_norm).map_err(|e| match e {
-        AgentError::Diverged(m) => AgentError::Diverged(format!(
-            "{m} at step {step} (update {update}): lower learning_rate or enable max_grad_norm; the weights are \
-             those of the last good update"
-        )),
-        other => other,
-    })?;
+    optim.clip_and_step(&mut grads, vars, max_norm).map_err(|e| diverged(e, step, update))?;
     Ok(UpdateOut { loss, q_taken, targets })
 }

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{AgentError, Result};
 
 mod conv;
+pub(crate) mod mlp_td;
 use conv::{ConvGeom, ConvInput, ConvOp, LinearOp};
 
 pub(crate) fn terr(e: candle_core::Error) -> AgentError {

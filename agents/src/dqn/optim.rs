@@ -284,6 +284,52 @@ impl CpuAdam {
                 sq += with_cpu_f32(g, sum_sq).map_err(terr)?;
             }
         }
+        let k = self.begin_step(sq, max_norm)?;
+        for (i, var) in self.vars.iter().enumerate() {
+            let Some(g) = grads.get(var) else { continue };
+            let (m, v, theta) = (&mut self.m[i], &mut self.v[i], &mut self.theta);
+            theta.clear();
+            with_cpu_f32(var.as_tensor(), |x| theta.extend_from_slice(x)).map_err(terr)?;
+            with_cpu_f32(g, |g| k.apply(theta, g, m, v)).map_err(terr)?;
+            let t = Tensor::from_slice(theta.as_slice(), var.shape(), var.device()).map_err(terr)?;
+            var.set(&t).map_err(terr)?;
+        }
+        Ok(k.norm)
+    }
+
+    /// [`CpuAdam::step_clipped`] with the gradients as slices, one per variable in the order the optimiser was
+    /// built with (the fused MLP update's `grads`); an empty slice means no gradient.
+    pub(crate) fn step_clipped_slices(&mut self, grads: &[Vec<f32>], max_norm: f64) -> Result<f64> {
+        if grads.len() != self.vars.len() {
+            return Err(AgentError::Tensor(format!("{} gradients for {} variables", grads.len(), self.vars.len())));
+        }
+        for (g, var) in grads.iter().zip(&self.vars) {
+            if !g.is_empty() && g.len() != var.elem_count() {
+                return Err(AgentError::Tensor(format!(
+                    "a gradient of {} values for a variable of {}",
+                    g.len(),
+                    var.elem_count()
+                )));
+            }
+        }
+        let sq = grads.iter().map(|g| sum_sq(g)).sum();
+        let k = self.begin_step(sq, max_norm)?;
+        for (i, var) in self.vars.iter().enumerate() {
+            if grads[i].is_empty() {
+                continue;
+            }
+            let (m, v, theta) = (&mut self.m[i], &mut self.v[i], &mut self.theta);
+            theta.clear();
+            with_cpu_f32(var.as_tensor(), |x| theta.extend_from_slice(x)).map_err(terr)?;
+            k.apply(theta, &grads[i], m, v);
+            let t = Tensor::from_slice(theta.as_slice(), var.shape(), var.device()).map_err(terr)?;
+            var.set(&t).map_err(terr)?;
+        }
+        Ok(k.norm)
+    }
+
+    /// The norm check, clipping coefficient and bias corrections of the next step (which this counts).
+    fn begin_step(&mut self, sq: f64, max_norm: f64) -> Result<AdamStep> {
         let norm = sq.sqrt();
         if !norm.is_finite() {
             return Err(AgentError::Diverged(format!("gradient norm is {norm}")));
@@ -292,32 +338,44 @@ impl CpuAdam {
         let coef = (max_norm / (norm + 1e-6)).min(1.0) as f32;
         self.t += 1;
         let p = &self.params;
-        let (b1, b2) = (p.beta1 as f32, p.beta2 as f32);
-        let scale_m = (1.0 / (1.0 - p.beta1.powi(self.t))) as f32;
-        let scale_v = (1.0 / (1.0 - p.beta2.powi(self.t))) as f32;
-        let (lr, eps) = (p.lr as f32, p.eps as f32);
-        for (i, var) in self.vars.iter().enumerate() {
-            let Some(g) = grads.get(var) else { continue };
-            let (m, v) = (&mut self.m[i], &mut self.v[i]);
-            let theta = &mut self.theta;
-            theta.clear();
-            with_cpu_f32(var.as_tensor(), |x| theta.extend_from_slice(x)).map_err(terr)?;
-            with_cpu_f32(g, |g| {
-                // Equal-length slices so that the loop vectorises.
-                let n = theta.len();
-                let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
-                for j in 0..n {
-                    let gj = g[j] * coef;
-                    m[j] = m[j] * b1 + gj * (1.0 - b1);
-                    v[j] = v[j] * b2 + gj * gj * (1.0 - b2);
-                    theta[j] -= lr * (m[j] * scale_m) / ((v[j] * scale_v).sqrt() + eps);
-                }
-            })
-            .map_err(terr)?;
-            let t = Tensor::from_slice(theta.as_slice(), var.shape(), var.device()).map_err(terr)?;
-            var.set(&t).map_err(terr)?;
+        Ok(AdamStep {
+            norm,
+            coef,
+            b1: p.beta1 as f32,
+            b2: p.beta2 as f32,
+            scale_m: (1.0 / (1.0 - p.beta1.powi(self.t))) as f32,
+            scale_v: (1.0 / (1.0 - p.beta2.powi(self.t))) as f32,
+            lr: p.lr as f32,
+            eps: p.eps as f32,
+        })
+    }
+}
+
+/// The constants of one Adam step.
+struct AdamStep {
+    norm: f64,
+    coef: f32,
+    b1: f32,
+    b2: f32,
+    scale_m: f32,
+    scale_v: f32,
+    lr: f32,
+    eps: f32,
+}
+
+impl AdamStep {
+    /// One variable's step: `theta`, its gradient `g` (scaled by the clipping coefficient) and moments `m`, `v`.
+    fn apply(&self, theta: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        let AdamStep { coef, b1, b2, scale_m, scale_v, lr, eps, .. } = *self;
+        // Equal-length slices so that the loop vectorises.
+        let n = theta.len();
+        let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+        for j in 0..n {
+            let gj = g[j] * coef;
+            m[j] = m[j] * b1 + gj * (1.0 - b1);
+            v[j] = v[j] * b2 + gj * gj * (1.0 - b2);
+            theta[j] -= lr * (m[j] * scale_m) / ((v[j] * scale_v).sqrt() + eps);
         }
-        Ok(norm)
     }
 }
 
