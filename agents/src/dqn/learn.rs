@@ -24,6 +24,18 @@ pub(crate) struct UpdateScratch {
     fused: MlpTd,
 }
 
+impl UpdateScratch {
+    /// Action indices and bootstrap factors of `rows` into the scratch; returns the number of rows.
+    fn prepare(&mut self, rows: &Rows<'_>) -> usize {
+        let b = rows.rewards.len();
+        self.actions.resize(b, 0);
+        loss::action_indices(rows.actions, &mut self.actions);
+        self.factors.resize(b, 0.0);
+        bootstrap_factors(rows.discounts, rows.terminated, &mut self.factors);
+        b
+    }
+}
+
 /// What one update leaves for metrics and priorities: the loss (scalar), the Q-values of the taken actions and
 /// the targets (both `[B]`), all on the device.
 pub(crate) struct UpdateOut {
@@ -48,24 +60,6 @@ pub(crate) fn td_update<O: WithDType + bellman_replay::Element>(
     device: &Device,
     step_update: (u64, u64),
 ) -> Result<UpdateOut> {
-    // MLPs on the CPU with the fused Adam: the whole update on slices (`network::mlp_td`).
-    if let (Some(obs), Some(next_obs), Optim::CpuAdam(_)) = (as_f32(&batch.obs), as_f32(&batch.next_obs), &*optim)
-        && online.cpu_kernels()
-        && MlpTd::supports(online)
-    {
-        let rows = Rows {
-            actions: &batch.actions,
-            rewards: &batch.rewards,
-            terminated: &batch.terminated,
-            discounts: &batch.discounts,
-            weights: weighted.then_some(batch.weights.as_slice()),
-        };
-        return fused_update(cfg, (online, target), optim, (obs, next_obs), &rows, scratch, device, step_update);
-    }
-    let mut shape = vec![batch.len()];
-    shape.extend_from_slice(&online.spec().obs_shape);
-    let obs = Tensor::from_slice(&batch.obs, shape.as_slice(), device).map_err(terr)?;
-    let next_obs = Tensor::from_slice(&batch.next_obs, shape.as_slice(), device).map_err(terr)?;
     let rows = Rows {
         actions: &batch.actions,
         rewards: &batch.rewards,
@@ -73,6 +67,17 @@ pub(crate) fn td_update<O: WithDType + bellman_replay::Element>(
         discounts: &batch.discounts,
         weights: weighted.then_some(batch.weights.as_slice()),
     };
+    // MLPs on the CPU with the fused Adam: the whole update on slices (`network::mlp_td`).
+    if let (Some(obs), Some(next_obs), Optim::CpuAdam(_)) = (as_f32(&batch.obs), as_f32(&batch.next_obs), &*optim)
+        && online.cpu_kernels()
+        && MlpTd::supports(online)
+    {
+        return fused_update(cfg, (online, target), optim, (obs, next_obs), &rows, scratch, device, step_update);
+    }
+    let mut shape = vec![batch.len()];
+    shape.extend_from_slice(&online.spec().obs_shape);
+    let obs = Tensor::from_slice(&batch.obs, shape.as_slice(), device).map_err(terr)?;
+    let next_obs = Tensor::from_slice(&batch.next_obs, shape.as_slice(), device).map_err(terr)?;
     td_update_tensors(cfg, (online, target), optim, vars, (&obs, &next_obs), &rows, scratch, device, step_update)
 }
 
@@ -91,11 +96,7 @@ fn fused_update(
 ) -> Result<UpdateOut> {
     // Denormal moments of dead units would slow the optimiser step many times over (see `denormals`).
     let _ftz = super::denormals::FlushDenormals::new();
-    let b = rows.rewards.len();
-    scratch.actions.resize(b, 0);
-    loss::action_indices(rows.actions, &mut scratch.actions);
-    scratch.factors.resize(b, 0.0);
-    bootstrap_factors(rows.discounts, rows.terminated, &mut scratch.factors);
+    let b = scratch.prepare(rows);
     let set = TdSettings { double_dqn: cfg.double_dqn, loss: cfg.loss };
     let part = TdRows {
         obs,
@@ -161,11 +162,7 @@ pub(crate) fn td_update_tensors(
 ) -> Result<UpdateOut> {
     // Denormal moments of dead units would slow the optimiser step many times over (see `denormals`).
     let _ftz = super::denormals::FlushDenormals::new();
-    let b = rows.rewards.len();
-    scratch.actions.resize(b, 0);
-    loss::action_indices(rows.actions, &mut scratch.actions);
-    scratch.factors.resize(b, 0.0);
-    bootstrap_factors(rows.discounts, rows.terminated, &mut scratch.factors);
+    let b = scratch.prepare(rows);
     let actions = Tensor::from_slice(&scratch.actions, b, device).map_err(terr)?;
     let rewards = Tensor::from_slice(rows.rewards, b, device).map_err(terr)?;
     let factors = Tensor::from_slice(&scratch.factors, b, device).map_err(terr)?;
