@@ -262,7 +262,6 @@ pub struct CpuAdam {
     vars: Vec<Var>,
     m: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
-    theta: Vec<f32>,
     t: i32,
     /// Learning rate, betas and epsilon (weight decay must be 0).
     pub params: ParamsAdamW,
@@ -287,12 +286,8 @@ impl CpuAdam {
         let k = self.begin_step(sq, max_norm)?;
         for (i, var) in self.vars.iter().enumerate() {
             let Some(g) = grads.get(var) else { continue };
-            let (m, v, theta) = (&mut self.m[i], &mut self.v[i], &mut self.theta);
-            theta.clear();
-            with_cpu_f32(var.as_tensor(), |x| theta.extend_from_slice(x)).map_err(terr)?;
-            with_cpu_f32(g, |g| k.apply(theta, g, m, v)).map_err(terr)?;
-            let t = Tensor::from_slice(theta.as_slice(), var.shape(), var.device()).map_err(terr)?;
-            var.set(&t).map_err(terr)?;
+            let (m, v) = (&mut self.m[i], &mut self.v[i]);
+            with_cpu_f32(g, |g| adam_in_place(var, &k, g, m, v)).map_err(terr)??;
         }
         Ok(k.norm)
     }
@@ -318,12 +313,7 @@ impl CpuAdam {
             if grads[i].is_empty() {
                 continue;
             }
-            let (m, v, theta) = (&mut self.m[i], &mut self.v[i], &mut self.theta);
-            theta.clear();
-            with_cpu_f32(var.as_tensor(), |x| theta.extend_from_slice(x)).map_err(terr)?;
-            k.apply(theta, &grads[i], m, v);
-            let t = Tensor::from_slice(theta.as_slice(), var.shape(), var.device()).map_err(terr)?;
-            var.set(&t).map_err(terr)?;
+            adam_in_place(var, &k, &grads[i], &mut self.m[i], &mut self.v[i])?;
         }
         Ok(k.norm)
     }
@@ -349,6 +339,36 @@ impl CpuAdam {
             eps: p.eps as f32,
         })
     }
+}
+
+/// Adam's step of one variable, written into its storage in place (candle's in-place op: no copy of the
+/// parameters out and back, no tensor allocated).
+fn adam_in_place(var: &Var, k: &AdamStep, g: &[f32], m: &mut [f32], v: &mut [f32]) -> Result<()> {
+    struct Op<'a> {
+        k: &'a AdamStep,
+        g: &'a [f32],
+        mv: std::cell::RefCell<(&'a mut [f32], &'a mut [f32])>,
+    }
+    impl candle_core::InplaceOp1 for Op<'_> {
+        fn name(&self) -> &'static str {
+            "bellman-adam-step"
+        }
+        fn cpu_fwd(&self, s: &mut candle_core::CpuStorage, l: &candle_core::Layout) -> candle_core::Result<()> {
+            let candle_core::CpuStorage::F32(data) = s else {
+                candle_core::bail!("CpuAdam works on f32 variables only")
+            };
+            let Some((a, b)) = l.contiguous_offsets() else { candle_core::bail!("CpuAdam: non-contiguous variable") };
+            let mut mv = self.mv.borrow_mut();
+            let (m, v) = &mut *mv;
+            if self.g.len() != b - a || m.len() != b - a || v.len() != b - a {
+                candle_core::bail!("CpuAdam: a gradient of {} values for a variable of {}", self.g.len(), b - a);
+            }
+            self.k.apply(&mut data[a..b], self.g, m, v);
+            Ok(())
+        }
+    }
+    let op = Op { k, g, mv: std::cell::RefCell::new((m, v)) };
+    var.as_tensor().inplace_op1(&op).map_err(terr)
 }
 
 /// The constants of one Adam step.
@@ -394,7 +414,7 @@ impl Optimizer for CpuAdam {
         }
         let m = vars.iter().map(|v| vec![0.0; v.elem_count()]).collect::<Vec<_>>();
         let v = m.clone();
-        Ok(CpuAdam { vars, m, v, theta: Vec::new(), t: 0, params })
+        Ok(CpuAdam { vars, m, v, t: 0, params })
     }
 
     fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
