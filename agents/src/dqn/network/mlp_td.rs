@@ -99,20 +99,20 @@ fn guards(net: &QNetwork) -> Vec<(impl Deref<Target = Storage> + '_, usize, usiz
 }
 
 fn params<'a, G: Deref<Target = Storage>>(net: &QNetwork, g: &'a [(G, usize, usize)]) -> Result<Params<'a>> {
-    let mut s = Vec::with_capacity(g.len());
-    for ((st, a, b), (name, _)) in g.iter().zip(&net.named) {
+    let slice = |(st, a, b): &'a (G, usize, usize), name: &str| -> Result<&'a [f32]> {
         let Storage::Cpu(c) = &**st else {
             return Err(AgentError::Unsupported(format!("parameter {name} is not on the CPU")));
         };
         if *a == usize::MAX {
             return Err(AgentError::Tensor(format!("parameter {name} is not contiguous")));
         }
-        s.push(&c.as_slice::<f32>().map_err(terr)?[*a..*b]);
-    }
-    let mut layers = Vec::with_capacity(s.len() / 2);
-    for (l, pair) in net.body.iter().chain(&net.heads).zip(s.chunks_exact(2)) {
+        Ok(&c.as_slice::<f32>().map_err(terr)?[*a..*b])
+    };
+    let mut layers = Vec::with_capacity(g.len() / 2);
+    let layer_params = g.chunks_exact(2).zip(net.named.chunks_exact(2));
+    for (l, (pair, names)) in net.body.iter().chain(&net.heads).zip(layer_params) {
         let d = l.w.dims();
-        layers.push((pair[0], pair[1], d[1], d[0]));
+        layers.push((slice(&pair[0], &names[0].0)?, slice(&pair[1], &names[1].0)?, d[1], d[0]));
     }
     Ok(Params { layers, n_hidden: net.body.len() })
 }
@@ -124,14 +124,10 @@ fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     &mut v[..n]
 }
 
-fn err(e: candle_core::Error) -> AgentError {
-    terr(e)
-}
-
 /// `y[rows, out] = x[rows, in] . w^T + b`.
 fn linear(x: &[f32], (w, b, n_in, n_out): (&[f32], &[f32], usize, usize), rows: usize, y: &mut [f32]) -> Result<()> {
     let (lhs, rhs) = (View { data: x, rs: n_in, cs: 1 }, View { data: w, rs: 1, cs: n_in });
-    matmul(rows, n_out, n_in, y, n_out, false, lhs, rhs, Parallelism::None).map_err(err)?;
+    matmul(rows, n_out, n_in, y, n_out, false, lhs, rhs, Parallelism::None).map_err(terr)?;
     for row in y.chunks_exact_mut(n_out) {
         for (v, bb) in row.iter_mut().zip(b) {
             *v += bb;
@@ -298,7 +294,7 @@ impl MlpTd {
             // dW[out, in] = dz^T . x; db = column sums of dz.
             let gw = grow(gw, n_out * n_in);
             let (lhs, rhs) = (View { data: dz, rs: 1, cs: n_out }, View { data: x, rs: n_in, cs: 1 });
-            matmul(n_out, n_in, n, gw, n_in, false, lhs, rhs, Parallelism::None).map_err(err)?;
+            matmul(n_out, n_in, n, gw, n_in, false, lhs, rhs, Parallelism::None).map_err(terr)?;
             let gb = grow(gb, n_out);
             gb.fill(0.0);
             for row in dz.chunks_exact(n_out) {
@@ -311,7 +307,7 @@ impl MlpTd {
         // dx[rows, in] (+)= dz . W
         let input_grad = |dx: &mut [f32], dz: &[f32], w: &[f32], n_in: usize, n_out: usize, acc: bool| {
             let (lhs, rhs) = (View { data: dz, rs: n_out, cs: 1 }, View { data: w, rs: n_in, cs: 1 });
-            matmul(n, n_in, n_out, dx, n_in, acc, lhs, rhs, Parallelism::None).map_err(err)
+            matmul(n, n_in, n_out, dx, n_in, acc, lhs, rhs, Parallelism::None).map_err(terr)
         };
         let (gh, gheads) = grads.split_at_mut(nh * 2);
         if spec.dueling {
@@ -389,6 +385,18 @@ mod tests {
     use crate::dqn::loss::{td_loss, td_targets};
     use crate::dqn::network::{Init, NetSpec};
 
+    fn mlp(obs: usize, hidden: &[usize], activation: Activation, dueling: bool, n_actions: usize) -> NetSpec {
+        NetSpec {
+            arch: Arch::Mlp,
+            obs_shape: vec![obs],
+            hidden: hidden.to_vec(),
+            activation,
+            dueling,
+            n_actions,
+            init: Init::Torch,
+        }
+    }
+
     fn close(what: &str, a: &[f32], b: &[f32]) {
         assert_eq!(a.len(), b.len(), "{what}: lengths");
         let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
@@ -406,15 +414,7 @@ mod tests {
         double_dqn: bool,
         hidden: &[usize],
     ) {
-        let spec = NetSpec {
-            arch: Arch::Mlp,
-            obs_shape: vec![5],
-            hidden: hidden.to_vec(),
-            activation,
-            dueling,
-            n_actions: 3,
-            init: Init::Torch,
-        };
+        let spec = mlp(5, hidden, activation, dueling, 3);
         let dev = Device::Cpu;
         let mut rng = rand_pcg::Pcg64::seed_from_u64(7);
         let online = QNetwork::new(&spec, &mut rng, &dev).unwrap();
@@ -481,15 +481,7 @@ mod tests {
     #[test]
     fn a_split_minibatch_sums_to_the_whole() {
         // Two parts, each scaled by the whole minibatch's size, add up to the whole.
-        let spec = NetSpec {
-            arch: Arch::Mlp,
-            obs_shape: vec![4],
-            hidden: vec![8, 8],
-            activation: Activation::Relu,
-            dueling: false,
-            n_actions: 2,
-            init: Init::Torch,
-        };
+        let spec = mlp(4, &[8, 8], Activation::Relu, false, 2);
         let dev = Device::Cpu;
         let mut rng = rand_pcg::Pcg64::seed_from_u64(3);
         let online = QNetwork::new(&spec, &mut rng, &dev).unwrap();
@@ -520,15 +512,7 @@ mod tests {
 
     #[test]
     fn bad_rows_are_errors() {
-        let spec = NetSpec {
-            arch: Arch::Mlp,
-            obs_shape: vec![4],
-            hidden: vec![8],
-            activation: Activation::Relu,
-            dueling: false,
-            n_actions: 2,
-            init: Init::Torch,
-        };
+        let spec = mlp(4, &[8], Activation::Relu, false, 2);
         let net = QNetwork::new(&spec, &mut rand_pcg::Pcg64::seed_from_u64(0), &Device::Cpu).unwrap();
         let set = TdSettings { double_dqn: false, loss: LossKind::Huber };
         let obs = vec![0.0f32; 8];
